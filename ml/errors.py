@@ -1,0 +1,48 @@
+"""Errors raised by the ``ml`` library.
+
+Callers (services, Celery tasks) catch these by type: a ``DataError`` means the input is
+wrong and retrying will not help; ``TrainingCancelled`` is a cooperative stop requested by
+the caller; ``CheckpointError`` means a stored model cannot be used with this code.
+"""
+
+from __future__ import annotations
+
+
+class MLError(Exception):
+    """Base class of every error raised on purpose by ``ml``."""
+
+
+class DataError(MLError, ValueError):
+    """The arrays handed to ``ml`` cannot be used (a ``ValueError``, so generic callers cope)."""
+
+
+class EmptyDataError(DataError):
+    """There is nothing to train on or to embed."""
+
+
+class SingleClassError(DataError):
+    """A classifier needs at least two classes among its labels."""
+
+
+class NonFiniteError(DataError):
+    """An array contains NaN or infinity."""
+
+
+class ShapeMismatchError(DataError):
+    """Arrays that must agree in length or width do not."""
+
+
+class CheckpointError(MLError):
+    """A checkpoint file is missing, unreadable or does not fit the requested encoder."""
+
+
+class TrainingCancelled(MLError):
+    """Training stopped because ``should_stop()`` returned True.
+
+    Attributes:
+        step: The number of optimiser steps completed before the stop.
+    """
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training cancelled after {step} steps")
+        self.step = step

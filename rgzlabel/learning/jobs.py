@@ -1,0 +1,175 @@
+"""Creating, running and reporting background jobs.
+
+A job's service function receives a :class:`JobContext` through which it reports progress
+and learns that an admin asked it to stop; the worker's task only calls :func:`run_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from rgzlabel.learning.dispatch import enqueue, queue_for
+from rgzlabel.learning.models import Job
+
+logger = logging.getLogger(__name__)
+
+# kind -> "module:function" taking (job, context) and returning a JSON-able summary.
+# Looked up lazily so the web process never imports torch.
+SERVICES: dict[str, str] = {
+    Job.Kind.INGEST: "rgzlabel.catalog.services:ingest_job",
+    Job.Kind.EMBED: "rgzlabel.learning.services:embed_job",
+    Job.Kind.PRETRAIN: "rgzlabel.learning.services:pretrain_job",
+}
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when an admin asked it to stop."""
+
+
+def create_job(kind: str, params: dict[str, Any] | None = None, *, user: AbstractBaseUser | None = None) -> Job:
+    """Record a job and queue it for a worker (after the surrounding transaction commits)."""
+    with transaction.atomic():
+        job = Job.objects.create(
+            kind=kind,
+            params=params or {},
+            queue=queue_for(kind),
+            triggered_by=user if user is not None and user.is_authenticated else None,
+        )
+        enqueue(job)
+    return job
+
+
+def request_cancel(job: Job) -> bool:
+    """Ask a job to stop. A queued job is cancelled at once; a running one at its next step."""
+    now = timezone.now()
+    if Job.objects.filter(pk=job.pk, state=Job.State.QUEUED).update(
+        state=Job.State.CANCELLED, cancel_requested=True, finished_at=now, message="cancelled before it started"
+    ):
+        return True
+    return Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(cancel_requested=True) == 1
+
+
+@dataclass
+class JobContext:
+    """What a running service sees of its job: progress reports and cancellation."""
+
+    job_id: int
+    min_interval_s: float = 1.0
+    _last_write: float = field(default=0.0, init=False)
+    _last_cancel_check: float = field(default=0.0, init=False)
+    _cancelled: bool = field(default=False, init=False)
+    warnings: list[str] = field(default_factory=list, init=False)
+
+    def progress(self, fraction: float, message: str = "", *, force: bool = False, **metrics: Any) -> None:
+        """Record progress; writes are throttled so a fast loop does not hammer the database."""
+        now = time.monotonic()
+        if not force and now - self._last_write < self.min_interval_s and fraction < 1.0:
+            return
+        self._last_write = now
+        updates: dict[str, Any] = {
+            "progress": max(0.0, min(1.0, float(fraction))),
+            "heartbeat_at": timezone.now(),
+        }
+        if message:
+            updates["message"] = message[:512]
+        if metrics:
+            updates["metrics"] = {k: _jsonable(v) for k, v in metrics.items()}
+        Job.objects.filter(pk=self.job_id).update(**updates)
+
+    def warn(self, message: str) -> None:
+        logger.warning("job %s: %s", self.job_id, message)
+        self.warnings.append(message)
+
+    def should_stop(self) -> bool:
+        """True once an admin asked to cancel; checked at most every second."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= self.min_interval_s:
+            self._last_cancel_check = now
+            self._cancelled = Job.objects.filter(pk=self.job_id, cancel_requested=True).exists()
+        return self._cancelled
+
+    def check_cancelled(self) -> None:
+        if self.should_stop():
+            raise JobCancelled()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _service(kind: str) -> Callable[[Job, JobContext], dict[str, Any]]:
+    module_name, _, function_name = SERVICES[kind].partition(":")
+    return getattr(import_module(module_name), function_name)
+
+
+def run_job(job_id: int) -> dict[str, Any]:
+    """Claim a queued job, run its service, and record the outcome. Safe to call twice."""
+    now = timezone.now()
+    # The atomic claim: of two deliveries of the same message only one moves the job on.
+    claimed = Job.objects.filter(pk=job_id, state=Job.State.QUEUED).update(
+        state=Job.State.RUNNING, started_at=now, heartbeat_at=now
+    )
+    if not claimed:
+        state = Job.objects.filter(pk=job_id).values_list("state", flat=True).first()
+        logger.info("job %s not run: state is %s", job_id, state)
+        return {"job": job_id, "state": state, "skipped": True}
+
+    job = Job.objects.get(pk=job_id)
+    context = JobContext(job_id)
+    try:
+        result = _service(job.kind)(job, context)
+    except BaseException as exc:  # noqa: BLE001 - every failure must be recorded, then re-raised if fatal
+        cancelled = isinstance(exc, JobCancelled) or type(exc).__name__ == "TrainingCancelled"
+        Job.objects.filter(pk=job_id).update(
+            state=Job.State.CANCELLED if cancelled else Job.State.FAILED,
+            error="" if cancelled else f"{type(exc).__name__}: {exc}",
+            traceback="" if cancelled else traceback.format_exc(),
+            message="cancelled by request" if cancelled else "failed",
+            warnings=context.warnings,
+            finished_at=timezone.now(),
+        )
+        if not isinstance(exc, Exception):
+            raise  # SystemExit or KeyboardInterrupt: the worker is going down, let Celery see it
+        if not cancelled:
+            logger.exception("job %s failed", job_id)
+        return {"job": job_id, "state": Job.State.CANCELLED if cancelled else Job.State.FAILED}
+
+    Job.objects.filter(pk=job_id).update(
+        state=Job.State.SUCCEEDED,
+        progress=1.0,
+        result=result,
+        warnings=context.warnings,
+        message=str(result.get("summary", "done"))[:512],
+        finished_at=timezone.now(),
+        heartbeat_at=timezone.now(),
+    )
+    return {"job": job_id, "state": Job.State.SUCCEEDED, **result}
+
+
+def fail_lost_jobs() -> int:
+    """Mark running jobs whose worker stopped sending heartbeats as failed; return how many."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    cutoff = timezone.now() - timedelta(seconds=settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S)
+    return Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=cutoff).update(
+        state=Job.State.FAILED,
+        error=f"worker lost: no heartbeat for {settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S} s",
+        finished_at=timezone.now(),
+    )

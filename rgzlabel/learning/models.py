@@ -1,0 +1,135 @@
+"""Versioned model artefacts and the background jobs that make them."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class EncoderVersion(models.Model):
+    """A pretrained encoder checkpoint and what it was trained on."""
+
+    name = models.CharField(max_length=128, unique=True)
+    architecture = models.CharField(max_length=64)
+    config = models.JSONField(default=dict)
+    checkpoint_path = models.CharField(max_length=1024)
+    data_hash = models.CharField(max_length=64, blank=True, help_text="hash of the source ids it saw")
+    n_images = models.PositiveIntegerField(default=0)
+    code_version = models.CharField(max_length=64, blank=True)
+    curves = models.JSONField(default=dict, blank=True, help_text="training curves, e.g. loss per epoch")
+    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EmbeddingSet(models.Model):
+    """One float32 matrix of embeddings (a memory-mapped file), keyed by source id.
+
+    The matrix lives on disk (``path``), never as one database row per number or source.
+    """
+
+    METHOD_CHOICES = [("encoder", "pretrained encoder"), ("pca", "pixel PCA (cold start)")]
+
+    encoder = models.ForeignKey(
+        EncoderVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="embedding_sets"
+    )
+    method = models.CharField(max_length=16, choices=METHOD_CHOICES)
+    path = models.CharField(max_length=1024, help_text="folder holding the matrix and the source ids")
+    n_sources = models.PositiveIntegerField()
+    dim = models.PositiveIntegerField()
+    is_active = models.BooleanField(default=False)
+    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_embedding_set")
+        ]
+
+    def __str__(self) -> str:
+        return f"embedding set {self.pk} ({self.method}, {self.n_sources}x{self.dim})"
+
+
+class ClassifierVersion(models.Model):
+    """A few-label classifier trained on an embedding set, with its evaluation."""
+
+    embedding_set = models.ForeignKey(EmbeddingSet, on_delete=models.PROTECT, related_name="classifiers")
+    n_labels = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict, blank=True)
+    path = models.CharField(max_length=1024, blank=True)
+    is_active = models.BooleanField(default=False)
+    job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="one_active_classifier")
+        ]
+
+    def __str__(self) -> str:
+        return f"classifier {self.pk} ({self.n_labels} labels)"
+
+
+class Job(models.Model):
+    """A unit of background work run by a Celery worker, with its progress for the UI."""
+
+    class Kind(models.TextChoices):
+        INGEST = "ingest", "ingest images"
+        EMBED = "embed", "embed the pool"
+        PRETRAIN = "pretrain", "pretrain the encoder"
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
+    params = models.JSONField(default=dict, blank=True)
+    progress = models.FloatField(default=0.0, help_text="0..1")
+    message = models.CharField(max_length=512, blank=True, help_text="latest progress line, e.g. epoch and loss")
+    metrics = models.JSONField(default=dict, blank=True, help_text="latest progress figures (loss, images/s, eta)")
+    result = models.JSONField(default=dict, blank=True)
+    warnings = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    queue = models.CharField(max_length=16, default="default")
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["kind", "state"], name="job_kind_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or self.heartbeat_at or self.started_at
+        return (end - self.started_at).total_seconds()

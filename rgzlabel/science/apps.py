@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ScienceConfig(AppConfig):
+    name = "rgzlabel.science"
+    label = "science"

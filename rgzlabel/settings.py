@@ -1,0 +1,223 @@
+"""The one settings module of rgzlabel, configured by environment variables.
+
+Every variable is listed with its default in ``.env.example``. The defaults run on one
+machine with nothing installed: SQLite in the data folder, a file-system Celery broker
+(a real worker process, never eager mode) and CPU training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rgzlabel.env import (
+    ConfigError,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    redis_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# --- Core -------------------------------------------------------------------------------
+DEBUG = env_bool("DJANGO_DEBUG", True)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ConfigError("DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be set when DJANGO_DEBUG is false")
+    SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ConfigError("DJANGO_ALLOWED_HOSTS must list the site's host names when DJANGO_DEBUG is false")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+# Where SQLite, the file-system broker, checkpoints and embedding matrices live.
+DATA_DIR = Path(env_str("RGZ_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+# The read-only shared datasets (MiraBest, Griese, FR-DEEP, FITS); read in place.
+SHARED_DATA_DIR = Path(env_str("RGZ_SHARED_DATA", str(BASE_DIR.parent / "shared" / "data"))).resolve()
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rgzlabel.catalog",
+    "rgzlabel.labelling",
+    "rgzlabel.learning",
+    "rgzlabel.science",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "rgzlabel.urls"
+WSGI_APPLICATION = "rgzlabel.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+(DATA_DIR / "static").mkdir(exist_ok=True)  # WhiteNoise warns on every request otherwise
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url("DATABASE_URL", DATABASE_URL)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "rgzlabel.sqlite3",
+            # A file, not :memory:, so that a real worker process can share the test database.
+            "TEST": {"NAME": str(DATA_DIR / "test-rgzlabel.sqlite3")},
+        }
+    }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server and the worker write at the same time: WAL lets readers go on during
+    # a write, IMMEDIATE takes the write lock up front instead of failing a transaction
+    # half-way with "database is locked".
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth, i18n, static -----------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "labelling:label"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+
+# --- Production hardening (on whenever DEBUG is off; each can be overridden) ------------
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if env_bool("DJANGO_BEHIND_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Celery -----------------------------------------------------------------------------
+# REDIS_URL (or CELERY_BROKER_URL) selects Redis as broker and result store. Without it
+# the broker is kombu's file-system transport: no server process, but still a real worker.
+_broker = env_str("CELERY_BROKER_URL") or env_str("REDIS_URL")
+BROKER_FOLDER = DATA_DIR / "broker"
+if _broker:
+    CELERY_BROKER_URL = redis_url("CELERY_BROKER_URL" if env_str("CELERY_BROKER_URL") else "REDIS_URL", _broker)
+    CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND") or CELERY_BROKER_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
+        # A task not acknowledged within this time (its worker died) is delivered again.
+        "visibility_timeout": env_int("RGZ_VISIBILITY_TIMEOUT_S", 3 * 3600, minimum=60),
+        "socket_connect_timeout": 5,
+    }
+    BROKER_DESCRIPTION = f"Redis ({'CELERY_BROKER_URL' if env_str('CELERY_BROKER_URL') else 'REDIS_URL'})"
+else:
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_RESULT_BACKEND = (BROKER_FOLDER / "results").as_uri()
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_FOLDER / "queue"),
+        "data_folder_out": str(BROKER_FOLDER / "queue"),
+        # Processed messages are renamed within one file system, which is atomic, so two
+        # worker processes can never both take the same message.
+        "store_processed": True,
+        "processed_folder": str(BROKER_FOLDER / "processed"),
+        # Exchange tables (worker control, fan-out); the default is the current directory.
+        "control_folder": str(BROKER_FOLDER / "control"),
+    }
+    BROKER_DESCRIPTION = f"file-system broker in {BROKER_FOLDER}"
+    # kombu's file-system transport expects its folders to exist; creating them here means
+    # the web process, the worker and a management command all agree without a set-up step.
+    for _folder in ("queue", "processed", "results", "control"):
+        (BROKER_FOLDER / _folder).mkdir(parents=True, exist_ok=True)
+
+CELERY_TASK_ALWAYS_EAGER = False  # jobs always run in a worker process
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("RGZ_TASK_SOFT_TIME_LIMIT_S", 6 * 3600, minimum=10)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- rgzlabel -----------------------------------------------------------------------------
+# Seconds a job may go without a heartbeat before it is declared lost (its worker died).
+RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimum=10)
+# Training preset used for the background CPU pretraining started by the main command.
+RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
+# Torch device for training and embedding: "auto" picks CUDA when the worker has it.
+RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
+RGZ_CROSSMATCH_RADIUS_ARCSEC = env_float("RGZ_CROSSMATCH_RADIUS_ARCSEC", 10.0, minimum=0.0)
+RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 5, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("RGZ_LOG_LEVEL", "INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # kombu warns "No hostname was supplied" for the file-system transport, which has none.
+        "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
+    },
+}

@@ -1,0 +1,15 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from rgzlabel.labelling import views as labelling_views
+from rgzlabel.science import views as science_views
+
+urlpatterns = [
+    path("", science_views.home, name="home"),
+    path("accounts/signup/", labelling_views.signup, name="signup"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("label/", include("rgzlabel.labelling.urls")),
+    path("sources/", include("rgzlabel.catalog.urls")),
+    path("jobs/", include("rgzlabel.learning.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,140 @@
+"""Shared fixtures: personas, factories, and a real Celery worker process.
+
+The suite runs against whatever the environment configures: PostgreSQL and Redis when
+DATABASE_URL / REDIS_URL are set (as in CI), SQLite and the file-system broker otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only real datasets (RGZ_SHARED_DATA, default ../shared/data)."""
+    from django.conf import settings
+
+    path = Path(settings.SHARED_DATA_DIR)
+    if not path.is_dir():
+        pytest.fail(f"shared data folder {path} is missing: set RGZ_SHARED_DATA")
+    return path
+
+
+# --- personas -------------------------------------------------------------------------------
+@pytest.fixture
+def volunteer(django_user_model):
+    return django_user_model.objects.create_user("alice", password="correct horse battery")
+
+
+@pytest.fixture
+def other_volunteer(django_user_model):
+    return django_user_model.objects.create_user("bob", password="correct horse battery")
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_superuser("root", password="correct horse battery")
+
+
+# --- factories --------------------------------------------------------------------------------
+def blob_image(rng: np.random.Generator, size: int = 150, n_blobs: int = 2) -> np.ndarray:
+    """A preprocessed-looking uint8 cutout: Gaussian lobes on a zero background."""
+    y, x = np.mgrid[:size, :size]
+    image = np.zeros((size, size), dtype=np.float64)
+    for _ in range(n_blobs):
+        cy, cx = rng.uniform(size * 0.3, size * 0.7, 2)
+        width = rng.uniform(2, 8)
+        image += rng.uniform(0.3, 1.0) * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * width**2))
+    return np.round(255 * image / image.max()).astype(np.uint8)
+
+
+@pytest.fixture
+def make_source() -> Callable[..., object]:
+    """Create a Source with a Cutout (random lobes) and a thumbnail, as ingest would."""
+    from rgzlabel.catalog.models import Cutout, Source
+
+    rng = np.random.default_rng(1234)
+    counter = iter(range(1, 10**9))
+
+    def factory(**fields):
+        from ml.thumbnail import render_thumbnail
+
+        n = next(counter)
+        fields.setdefault("name", f"TEST J{n:06d}")
+        fields.setdefault("ra_deg", float(rng.uniform(0, 360)))
+        fields.setdefault("dec_deg", float(rng.uniform(-10, 60)))
+        source = Source.objects.create(**fields)
+        pixels = blob_image(rng)
+        Cutout.objects.create(
+            source=source, pixels=pixels.tobytes(), thumbnail_png=render_thumbnail(pixels), checksum=f"{n:064d}"
+        )
+        return source
+
+    return factory
+
+
+# --- a real worker ----------------------------------------------------------------------------
+def _database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL that points a worker process at the test database."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
+    user = quote(settings_dict.get("USER") or "")
+    password = quote(settings_dict.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or ""
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen]:
+    """A real ``celery worker`` process on both queues, using the test database."""
+    from django.db import connection
+
+    from rgzlabel.learning.dispatch import celery_client
+
+    with django_db_blocker.unblock():
+        # Leftover messages from an earlier run would name jobs of another database.
+        celery_client().control.purge()
+    env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict), PYTHONUNBUFFERED="1")
+    log_path = tmp_path_factory.mktemp("worker") / "worker.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu", "-c", "1", "-P", "solo",
+             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    process.log_path = log_path  # type: ignore[attr-defined]
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def wait_for_job(job_id: int, worker: subprocess.Popen, timeout_s: float = 180.0):
+    """Poll the database until a job finishes; fail with the worker's log if it does not."""
+    from rgzlabel.learning.models import Job
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = Job.objects.get(pk=job_id)
+        if not job.is_active:
+            return job
+        if worker.poll() is not None:
+            break
+        time.sleep(0.25)
+    log = Path(worker.log_path).read_text(errors="replace")[-4000:]  # type: ignore[attr-defined]
+    pytest.fail(f"job {job_id} did not finish in {timeout_s} s (state {job.state}); worker log:\n{log}")

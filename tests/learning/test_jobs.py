@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from rgzlabel.learning import dispatch
+from rgzlabel.learning.jobs import create_job, fail_lost_jobs, request_cancel, run_job
+from rgzlabel.learning.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+def queued_job(**fields) -> Job:
+    return Job.objects.create(kind=Job.Kind.EMBED, params={"method": "no-such-method"}, **fields)
+
+
+def test_a_job_runs_once_however_often_it_is_delivered() -> None:
+    job = queued_job()
+    first = run_job(job.pk)
+    second = run_job(job.pk)
+    assert first["state"] == Job.State.FAILED
+    assert second == {"job": job.pk, "state": Job.State.FAILED, "skipped": True}
+
+
+def test_cancelling_a_queued_job_stops_it_before_it_starts() -> None:
+    job = queued_job()
+    assert request_cancel(job)
+    assert run_job(job.pk)["skipped"]
+    assert Job.objects.get(pk=job.pk).state == Job.State.CANCELLED
+
+
+def test_a_running_job_without_heartbeat_is_failed() -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    stale = queued_job(state=Job.State.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=2))
+    alive = queued_job(state=Job.State.RUNNING, heartbeat_at=timezone.now())
+    assert fail_lost_jobs() == 1
+    assert Job.objects.get(pk=stale.pk).state == Job.State.FAILED
+    assert "worker lost" in Job.objects.get(pk=stale.pk).error
+    assert Job.objects.get(pk=alive.pk).state == Job.State.RUNNING
+
+
+def test_an_unreachable_broker_fails_the_trigger_clearly(django_capture_on_commit_callbacks) -> None:
+    dispatch.celery_client.cache_clear()
+    try:
+        with override_settings(
+            CELERY_BROKER_URL="redis://127.0.0.1:1/0",
+            CELERY_BROKER_TRANSPORT_OPTIONS={"socket_connect_timeout": 1},
+            BROKER_DESCRIPTION="Redis (REDIS_URL)",
+        ):
+            with pytest.raises(dispatch.BrokerUnavailable, match=r"broker \(Redis \(REDIS_URL\)\) is unreachable"):
+                with django_capture_on_commit_callbacks(execute=True):
+                    create_job(Job.Kind.EMBED, {"method": "pca"})
+    finally:
+        dispatch.celery_client.cache_clear()
+    job = Job.objects.get()
+    assert job.state == Job.State.FAILED
+    assert "unreachable" in job.error

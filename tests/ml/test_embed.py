@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from ml.config import get_config
+from ml.embed import embed, embed_to_folder, read_embeddings, write_embeddings
+from ml.encoder import RadioEncoder, build_encoder
+from ml.errors import DataError, EmptyDataError, ShapeMismatchError
+
+
+@pytest.fixture(scope="module")
+def encoder() -> RadioEncoder:
+    return build_encoder(get_config("tiny").encoder, seed=0)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (6, 150, 150), dtype=np.uint8)
+
+
+def test_embeddings_are_float32_rows_of_feature_width(encoder, images):
+    matrix = embed(encoder, images, batch_size=4, device="cpu")
+    assert matrix.shape == (6, 512) and matrix.dtype == np.float32
+
+
+def test_embedding_is_deterministic_and_uses_eval_mode(encoder, images):
+    encoder.train()
+    running_mean = encoder.backbone.bn1.running_mean.clone()
+    first = embed(encoder, images, device="cpu")
+    second = embed(encoder, images, device="cpu")
+    assert np.array_equal(first, second)
+    assert torch.equal(encoder.backbone.bn1.running_mean, running_mean)
+    # In train mode BatchNorm would use batch statistics, making a row depend on its batch.
+    alone = embed(encoder, images[:1], device="cpu")
+    np.testing.assert_allclose(alone[0], first[0], atol=1e-4)
+
+
+def test_it_can_write_into_a_given_array(encoder, images):
+    out = np.zeros((6, 512), dtype=np.float32)
+    assert embed(encoder, images, out=out, device="cpu") is out
+    assert np.abs(out).sum() > 0
+    with pytest.raises(ShapeMismatchError):
+        embed(encoder, images, out=np.zeros((5, 512), dtype=np.float32), device="cpu")
+
+
+def test_no_images_is_a_clear_error(encoder):
+    with pytest.raises(EmptyDataError):
+        embed(encoder, np.zeros((0, 150, 150), dtype=np.uint8), device="cpu")
+
+
+def test_a_written_set_reads_back_memory_mapped_and_keyed_by_source_id(tmp_path):
+    matrix = np.random.default_rng(1).normal(size=(5, 8)).astype(np.float32)
+    ids = np.array([50, 10, 40, 20, 30])
+    write_embeddings(tmp_path / "set", ids, matrix, rows_per_write=2)
+    stored = read_embeddings(tmp_path / "set")
+    assert isinstance(stored.matrix, np.memmap)
+    assert np.array_equal(stored.matrix, matrix) and stored.source_ids.dtype == np.int64
+    assert np.array_equal(stored.vectors([20, 50]), matrix[[3, 0]])
+    with pytest.raises(KeyError, match="99"):
+        stored.rows([10, 99])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_embedding_straight_to_a_folder_matches_embed(tmp_path, encoder, images):
+    path = embed_to_folder(encoder, images, np.arange(6) + 100, tmp_path / "set", batch_size=4, device="cpu")
+    stored = read_embeddings(path, mmap=False)
+    assert np.array_equal(stored.matrix, embed(encoder, images, device="cpu"))
+
+
+def test_an_existing_set_is_replaced_only_when_asked(tmp_path):
+    write_embeddings(tmp_path / "set", [1, 2], np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(FileExistsError):
+        write_embeddings(tmp_path / "set", [1, 2], np.ones((2, 3), dtype=np.float32))
+    write_embeddings(tmp_path / "set", [1, 2], np.ones((2, 3), dtype=np.float32), overwrite=True)
+    assert read_embeddings(tmp_path / "set").matrix.sum() == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_bad_sets_are_clear_errors(tmp_path):
+    with pytest.raises(ShapeMismatchError):
+        write_embeddings(tmp_path / "a", [1, 2, 3], np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(DataError, match="unique"):
+        write_embeddings(tmp_path / "b", [1, 1], np.zeros((2, 4), dtype=np.float32))
+    with pytest.raises(EmptyDataError):
+        write_embeddings(tmp_path / "c", [], np.zeros((0, 4), dtype=np.float32))
+    assert not any(tmp_path.iterdir())

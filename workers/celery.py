@@ -1,0 +1,23 @@
+"""The Celery application: queues, routes and the beat schedule.
+
+Configuration comes from the Django settings (``CELERY_*``), so the web process, which only
+sends messages, and the workers agree on the broker without a second source of truth.
+"""
+
+from __future__ import annotations
+
+import os
+
+import django
+from celery import Celery
+from kombu import Queue
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rgzlabel.settings")
+django.setup()
+
+app = Celery("rgzlabel", include=["workers.tasks"])
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.conf.beat_schedule = {
+    "sweep-lost-jobs": {"task": "rgzlabel.sweep_lost_jobs", "schedule": 60.0, "options": {"queue": "default"}},
+}

@@ -1,0 +1,21 @@
+"""Thin tasks: ids in, one service call, a small JSON summary out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.celery import app
+
+
+@app.task(name="rgzlabel.run_job", acks_late=True, reject_on_worker_lost=True)
+def run_job(job_id: int) -> dict[str, Any]:
+    from rgzlabel.learning.jobs import run_job as run
+
+    return run(job_id)
+
+
+@app.task(name="rgzlabel.sweep_lost_jobs")
+def sweep_lost_jobs() -> dict[str, Any]:
+    from rgzlabel.learning.jobs import fail_lost_jobs
+
+    return {"failed": fail_lost_jobs()}
