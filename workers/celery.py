@@ -10,6 +10,7 @@ import os
 
 import django
 from celery import Celery
+from celery.signals import worker_shutting_down
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rgzlabel.settings")
@@ -21,3 +22,11 @@ app.conf.task_queues = (Queue("default"), Queue("gpu"))
 app.conf.beat_schedule = {
     "sweep-lost-jobs": {"task": "rgzlabel.sweep_lost_jobs", "schedule": 60.0, "options": {"queue": "default"}},
 }
+
+
+@worker_shutting_down.connect
+def _stop_running_jobs(**_: object) -> None:
+    """Tell the running job (same process with the solo pool) to stop at its next step."""
+    from rgzlabel.learning.jobs import WORKER_SHUTDOWN
+
+    WORKER_SHUTDOWN.set()

@@ -7,6 +7,7 @@ and learns that an admin asked it to stop; the worker's task only calls :func:`r
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -34,6 +35,12 @@ SERVICES: dict[str, str] = {
 
 class JobCancelled(Exception):
     """Raised inside a job when an admin asked it to stop."""
+
+
+#: Set by the worker when it is asked to shut down (``workers.celery``). A job that notices
+#: stops at its next step and is queued again, so stopping ``bin/start`` pauses pretraining
+#: instead of abandoning it.
+WORKER_SHUTDOWN = threading.Event()
 
 
 def create_job(kind: str, params: dict[str, Any] | None = None, *, user: AbstractBaseUser | None = None) -> Job:
@@ -87,11 +94,16 @@ class JobContext:
         Job.objects.filter(pk=self.job_id).update(**updates)
 
     def warn(self, message: str) -> None:
+        """Record a warning on the job at once, so admins see it while the job runs."""
         logger.warning("job %s: %s", self.job_id, message)
         self.warnings.append(message)
+        if len(self.warnings) <= 200:  # a job with thousands of bad files keeps its first 200
+            Job.objects.filter(pk=self.job_id).update(warnings=self.warnings)
 
     def should_stop(self) -> bool:
-        """True once an admin asked to cancel; checked at most every second."""
+        """True once an admin asked to cancel or the worker is shutting down."""
+        if WORKER_SHUTDOWN.is_set():
+            return True
         now = time.monotonic()
         if not self._cancelled and now - self._last_cancel_check >= self.min_interval_s:
             self._last_cancel_check = now
@@ -135,6 +147,8 @@ def run_job(job_id: int) -> dict[str, Any]:
         result = _service(job.kind)(job, context)
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded, then re-raised if fatal
         cancelled = isinstance(exc, JobCancelled) or type(exc).__name__ == "TrainingCancelled"
+        if cancelled and WORKER_SHUTDOWN.is_set() and not Job.objects.filter(pk=job_id, cancel_requested=True).exists():
+            return _requeue_interrupted(job)
         Job.objects.filter(pk=job_id).update(
             state=Job.State.CANCELLED if cancelled else Job.State.FAILED,
             error="" if cancelled else f"{type(exc).__name__}: {exc}",
@@ -159,6 +173,19 @@ def run_job(job_id: int) -> dict[str, Any]:
         heartbeat_at=timezone.now(),
     )
     return {"job": job_id, "state": Job.State.SUCCEEDED, **result}
+
+
+def _requeue_interrupted(job: Job) -> dict[str, Any]:
+    """Put a job stopped by a worker shutdown back in the queue, to run again from the start."""
+    Job.objects.filter(pk=job.pk).update(
+        state=Job.State.QUEUED,
+        progress=0.0,
+        started_at=None,
+        message="interrupted by a worker shutdown; queued to run again",
+    )
+    enqueue(job)
+    logger.info("job %s interrupted by shutdown and queued again", job.pk)
+    return {"job": job.pk, "state": Job.State.QUEUED, "requeued": True}
 
 
 def fail_lost_jobs() -> int:

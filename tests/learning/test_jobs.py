@@ -58,3 +58,36 @@ def test_an_unreachable_broker_fails_the_trigger_clearly(django_capture_on_commi
     job = Job.objects.get()
     assert job.state == Job.State.FAILED
     assert "unreachable" in job.error
+
+
+def test_a_job_stopped_by_a_worker_shutdown_is_queued_again(make_source, django_capture_on_commit_callbacks) -> None:
+    from rgzlabel.learning.jobs import WORKER_SHUTDOWN
+
+    for _ in range(4):
+        make_source()
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, params={"preset": "tiny"})
+    WORKER_SHUTDOWN.set()
+    try:
+        with django_capture_on_commit_callbacks() as callbacks:
+            outcome = run_job(job.pk)
+    finally:
+        WORKER_SHUTDOWN.clear()
+    job.refresh_from_db()
+    assert outcome["requeued"]
+    assert (job.state, job.started_at) == (Job.State.QUEUED, None)
+    assert "interrupted by a worker shutdown" in job.message
+    assert len(callbacks) == 1  # a new message for the broker
+
+
+def test_an_admin_cancel_during_shutdown_still_cancels(make_source) -> None:
+    from rgzlabel.learning.jobs import WORKER_SHUTDOWN
+
+    for _ in range(4):
+        make_source()
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, params={"preset": "tiny"}, cancel_requested=True)
+    WORKER_SHUTDOWN.set()
+    try:
+        run_job(job.pk)
+    finally:
+        WORKER_SHUTDOWN.clear()
+    assert Job.objects.get(pk=job.pk).state == Job.State.CANCELLED

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 from tqdm import tqdm
 
 from rgzlabel.catalog.services import IngestReport, ingest_dataset
@@ -21,9 +22,23 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--no-pretrain", action="store_true", help="do not queue BYOL pretraining")
+        parser.add_argument(
+            "--recover-interrupted",
+            action="store_true",
+            help="mark jobs left running as failed; only for a single-machine start before any worker runs",
+        )
 
-    def handle(self, *args, no_pretrain: bool = False, **options) -> None:
+    def handle(self, *args, no_pretrain: bool = False, recover_interrupted: bool = False, **options) -> None:
         default_workflow()
+        if recover_interrupted:
+            interrupted = Job.objects.filter(state=Job.State.RUNNING).update(
+                state=Job.State.FAILED,
+                error="interrupted: the server stopped while this job ran",
+                message="interrupted",
+                finished_at=timezone.now(),
+            )
+            if interrupted:
+                self.stdout.write(f"{interrupted} job(s) interrupted by the last stop were marked failed")
         # Always run: the ingest is idempotent and skips unchanged records in seconds, and a
         # changed or newer package is picked up.
         with tqdm(total=GRIESE_SIZE, desc="loading FIRST images (Griese et al.)", unit="img") as bar:
