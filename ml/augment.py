@@ -114,7 +114,7 @@ def random_views(
 
 
 def eval_views(images: torch.Tensor, view: ViewConfig) -> torch.Tensor:
-    """The deterministic evaluation view: centre crop, resize to the input size, normalise.
+    """The paper's deterministic test view: centre crop, resize to the input size, normalise.
 
     With ``input_size == crop_size`` the grid lands on pixel centres, so this equals a
     plain centre crop; it shares the resampling of ``random_views`` otherwise.

@@ -128,7 +128,7 @@ def near_duplicates(
     """
     same = images_b is None
     unit_a = _unit_vectors(images_a, stretch)
-    unit_b = unit_a if same else _unit_vectors(images_b, stretch)  # type: ignore[arg-type]
+    unit_b = unit_a if images_b is None else _unit_vectors(images_b, stretch)
     if unit_a.shape[1:] != unit_b.shape[1:]:
         raise ValueError(f"image shapes differ: {unit_a.shape[1:]} vs {unit_b.shape[1:]}")
     found_a: list[np.ndarray] = []

@@ -303,9 +303,9 @@ def _read_griese_h5(h5_path: Path, source: Path, cutout_size: int) -> Iterator[S
                 split = group["Split_literature"].asstr()[()]
                 ra_deg, dec_deg = float(attrs["RA"]), float(attrs["DEC"])
                 pixels = image[()]
+                label, code_name = _GRIESE_LABELS[label_index]
             except (KeyError, TypeError, ValueError) as exc:
-                raise DatasetError(f"{source.name}: group {group_name} lacks Img/RA/DEC/labels ({exc})") from exc
-            label, code_name = _GRIESE_LABELS[label_index]
+                raise DatasetError(f"{source.name}: group {group_name} lacks Img/RA/DEC or a label ({exc})") from exc
             filepath = str(attrs.get("Filepath_literature", ""))
             name = Path(filepath).stem or group_name
             yield SourceRecord(
@@ -380,7 +380,7 @@ def read_png_catalogue(
             name = values["name"] or None
             try:
                 record = _catalogue_record(values, folder, dataset, cutout_size, seen)
-            except (ValueError, OSError, UnidentifiedImageError) as exc:
+            except (ValueError, OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
                 yield RowError(row=line, name=name, reason=str(exc))
                 continue
             seen.add(record.name)

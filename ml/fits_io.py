@@ -116,7 +116,7 @@ def read_fits(path: str | Path) -> FitsImage:
     )
 
 
-def _first_image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, fits.hdu.base.ExtensionHDU]:
+def _first_image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU]:
     for index, hdu in enumerate(hdul):
         if hdu.is_image and hdu.header.get("NAXIS", 0) > 0 and hdu.data is not None and hdu.data.size > 0:
             return index, hdu
@@ -128,31 +128,35 @@ def _sky_geometry(
 ) -> tuple[float | None, float | None, float | None]:
     """Centre (RA, Dec) and pixel scale from the celestial WCS, or Nones.
 
-    Problems (no WCS, a WCS whose sky axes are not the image axes) are reported as
-    warnings, which the caller records.
+    Problems (no WCS, a malformed one, sky axes that are not the image axes) are
+    reported as warnings, which the caller records: a position is useful, not required.
     """
     wcs_header = fits.Header([card for card in header.cards if card.keyword not in _COMMENTARY_KEYWORDS])
     try:
         full_wcs = WCS(wcs_header, naxis=len(full_shape))
-    except (ValueError, KeyError, MemoryError) as exc:  # wcslib rejects malformed WCS keywords
-        warnings.warn(f"WCS could not be parsed: {exc}", stacklevel=2)
+        if not full_wcs.has_celestial:
+            warnings.warn("no celestial WCS: position and pixel scale unknown", stacklevel=2)
+            return None, None, None
+        # The sky axes must be the two image axes left after squeezing. WCS axes are
+        # 0-based in FITS order, which runs opposite to numpy's axis order.
+        image_axes = sorted(len(full_shape) - 1 - axis for axis, length in enumerate(full_shape) if length > 1)
+        if sorted((full_wcs.wcs.lng, full_wcs.wcs.lat)) != image_axes:
+            warnings.warn("the celestial WCS axes are not the image axes: position unknown", stacklevel=2)
+            return None, None, None
+        # .celestial builds a second WCS; a plain 2-D sky image already is one.
+        celestial = full_wcs if full_wcs.naxis == 2 else full_wcs.celestial
+        rows, cols = plane_shape
+        # 0-based pixel coordinates: the centre of an n-pixel axis is at (n - 1) / 2.
+        world = celestial.pixel_to_world_values((cols - 1) / 2.0, (rows - 1) / 2.0)
+        scales_arcsec = proj_plane_pixel_scales(celestial) * 3600.0
+    except (ValueError, KeyError, MemoryError) as exc:  # wcslib's errors subclass ValueError
+        warnings.warn(f"WCS unusable: {exc}", stacklevel=2)
         return None, None, None
-    if not full_wcs.has_celestial:
-        warnings.warn("no celestial WCS: position and pixel scale unknown", stacklevel=2)
-        return None, None, None
-    # The sky axes must be the two image axes left after squeezing. WCS axes are 0-based
-    # in FITS order, which runs opposite to numpy's axis order.
-    image_axes = sorted(len(full_shape) - 1 - axis for axis, length in enumerate(full_shape) if length > 1)
-    if sorted((full_wcs.wcs.lng, full_wcs.wcs.lat)) != image_axes:
-        warnings.warn("the celestial WCS axes are not the image axes: position unknown", stacklevel=2)
-        return None, None, None
-    celestial = full_wcs.celestial
-    rows, cols = plane_shape
-    # 0-based pixel coordinates: the centre of an n-pixel axis is at (n - 1) / 2.
-    world = celestial.pixel_to_world_values((cols - 1) / 2.0, (rows - 1) / 2.0)
     ra_deg = float(world[celestial.wcs.lng]) % 360.0
     dec_deg = float(world[celestial.wcs.lat])
-    scales_arcsec = proj_plane_pixel_scales(celestial) * 3600.0
+    if not (np.isfinite(ra_deg) and np.isfinite(dec_deg)):
+        warnings.warn("the WCS gives no finite position for the image centre", stacklevel=2)
+        return None, None, None
     if not np.all(np.isfinite(scales_arcsec)) or np.any(scales_arcsec <= 0):
         warnings.warn(f"unusable pixel scales {scales_arcsec.tolist()} arcsec", stacklevel=2)
         return ra_deg, dec_deg, None

@@ -10,7 +10,7 @@ indexing pass plus the PNG encoding.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -60,7 +60,7 @@ def render_thumbnail(
     return buffer.getvalue()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lookup_table(stretch: str, invert: bool) -> np.ndarray:
     """uint8 display level for each of the 256 cutout levels."""
     if stretch not in _STRETCHES:

@@ -168,14 +168,17 @@ def run_loop(
     reported = 0
     started = time.perf_counter()
 
-    def flush(epoch: int, step: int) -> None:
+    def drain() -> None:
+        if pending:
+            curves.step_loss.extend(torch.stack(pending).float().cpu().tolist())
+            pending.clear()
+
+    def report(epoch: int, step: int) -> None:
         nonlocal reported
-        losses = torch.stack(pending).float().cpu().tolist()
-        pending.clear()
-        curves.step_loss.extend(losses)
+        drain()
         if progress is None:
             return
-        window = curves.step_loss[reported:]
+        window = curves.step_loss[reported:step]
         reported = step
         elapsed = time.perf_counter() - started
         progress(
@@ -202,7 +205,8 @@ def run_loop(
             pending.append(step_fn(indices, step, warmup_cosine(step, plan.total_steps, plan.warmup_steps)))
             step += 1
             if step % progress_every == 0 or step == plan.total_steps:
-                flush(epoch, step)
+                report(epoch, step)
+        drain()  # one synchronisation per epoch for the epoch curve
         epoch_losses = curves.step_loss[epoch * plan.steps_per_epoch :]
         if len(epoch_losses) == plan.steps_per_epoch:
             curves.epoch_loss.append(float(np.mean(epoch_losses)))

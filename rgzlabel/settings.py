@@ -125,6 +125,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -208,6 +209,10 @@ RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
 RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
 RGZ_CROSSMATCH_RADIUS_ARCSEC = env_float("RGZ_CROSSMATCH_RADIUS_ARCSEC", 10.0, minimum=0.0)
 RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 5, minimum=1)
+# Volunteers may start labelling before signing up (their votes stay theirs when they do).
+RGZ_ALLOW_GUESTS = env_bool("RGZ_ALLOW_GUESTS", True)
+# Votes one volunteer may cast per minute (0: no limit); stops scripted spam.
+RGZ_VOTES_PER_MINUTE = env_int("RGZ_VOTES_PER_MINUTE", 60, minimum=0)
 
 LOGGING = {
     "version": 1,

@@ -22,10 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The read-only real datasets (RGZ_SHARED_DATA, default ../shared/data)."""
-    from django.conf import settings
-
-    path = Path(settings.SHARED_DATA_DIR)
+    """The read-only real datasets (RGZ_SHARED_DATA, default ../shared/data beside the repo)."""
+    path = Path(os.environ.get("RGZ_SHARED_DATA", ROOT.parent / "shared" / "data"))
     if not path.is_dir():
         pytest.fail(f"shared data folder {path} is missing: set RGZ_SHARED_DATA")
     return path
@@ -60,9 +58,21 @@ def blob_image(rng: np.random.Generator, size: int = 150, n_blobs: int = 2) -> n
 
 
 @pytest.fixture
-def make_source() -> Callable[..., object]:
-    """Create a Source with a Cutout (random lobes) and a thumbnail, as ingest would."""
+def workflow():
+    """The default labelling workflow (retire after 5 votes, gold mixing off unless a test sets it)."""
+    from rgzlabel.labelling.services import default_workflow
+
+    workflow = default_workflow()
+    workflow.gold_rate_start = workflow.gold_rate_min = 0.0
+    workflow.save()
+    return workflow
+
+
+@pytest.fixture
+def make_source(workflow) -> Callable[..., object]:
+    """Create a Source with a Cutout (random lobes), a thumbnail and a subject in the workflow."""
     from rgzlabel.catalog.models import Cutout, Source
+    from rgzlabel.labelling.models import Subject
 
     rng = np.random.default_rng(1234)
     counter = iter(range(1, 10**9))
@@ -79,6 +89,7 @@ def make_source() -> Callable[..., object]:
         Cutout.objects.create(
             source=source, pixels=pixels.tobytes(), thumbnail_png=render_thumbnail(pixels), checksum=f"{n:064d}"
         )
+        Subject.objects.create(source=source, workflow=workflow)
         return source
 
     return factory

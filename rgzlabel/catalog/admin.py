@@ -12,7 +12,7 @@ class ProvenanceInline(admin.TabularInline):
 
 @admin.register(Source)
 class SourceAdmin(admin.ModelAdmin):
-    list_display = ("name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec", "vote_count", "retired_at")
+    list_display = ("name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec")
     search_fields = ("name",)
     list_filter = ("survey", "provenances__dataset")
     inlines = [ProvenanceInline]

@@ -18,10 +18,6 @@ class Source(models.Model):
     dec_deg = models.FloatField(null=True, blank=True, help_text="J2000 declination, degrees")
     survey = models.CharField(max_length=32, default="FIRST")
     angular_size_arcsec = models.FloatField(null=True, blank=True)
-    # Denormalised counters kept by labelling services so that serving `next` is an
-    # indexed query, not an aggregate over all votes.
-    vote_count = models.PositiveIntegerField(default=0)
-    retired_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -29,9 +25,6 @@ class Source(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["ra_deg", "dec_deg"], name="source_position_idx"),
-            models.Index(
-                fields=["vote_count", "id"], name="source_open_idx", condition=Q(retired_at__isnull=True)
-            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -46,10 +39,6 @@ class Source(models.Model):
 
     def __str__(self) -> str:
         return self.name
-
-    @property
-    def is_retired(self) -> bool:
-        return self.retired_at is not None
 
 
 class Provenance(models.Model):

@@ -3,31 +3,50 @@
 Each record is written in its own transaction, so a bad file is reported and skipped
 without leaving anything half-written, and every other record still goes in. Records are
 cross-matched by sky position: the same source from two datasets becomes one Source with
-two Provenances.
+two Provenances. Re-running an ingest is safe: a record whose input is unchanged is
+skipped, a changed one is updated in place.
+
+What the inputs are (FITS files and folders, the published archives, PNG catalogues) is
+decided in :mod:`rgzlabel.catalog.inputs`; the same services serve ``manage.py ingest``,
+the staff ingest page (through a Celery job) and ``bootstrap``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+import math
+import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from rgzlabel.catalog.inputs import IngestPlan, InputKind, SkippedInput, plan_ingest, read_input
 from rgzlabel.catalog.models import Cutout, Provenance, Source
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+    from django.core.files.uploadedfile import UploadedFile
+
     from ml.datasets import RowError, SourceRecord
     from ml.skyindex import SkyIndex
-
     from rgzlabel.learning.jobs import JobContext
     from rgzlabel.learning.models import Job
 
 logger = logging.getLogger(__name__)
+
+
+#: How many header warnings a job copies into its record (all are in each provenance).
+_JOB_WARNINGS = 20
+
+
+class NothingIngested(RuntimeError):
+    """Every input of an ingest failed; the message gives the first reasons."""
 
 
 @dataclass
@@ -39,8 +58,8 @@ class IngestReport:
     updated: int = 0  # a known record whose input changed
     skipped: int = 0  # a known record, unchanged
     failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # one line per failed file, row or archive
+    warnings: list[str] = field(default_factory=list)  # one line per ingested file with header warnings
 
     @property
     def total(self) -> int:
@@ -61,18 +80,27 @@ class IngestReport:
             "skipped": self.skipped,
             "failed": self.failed,
             "errors": self.errors[:200],
+            "warned": len(self.warnings),
         }
 
 
 def position_name(ra_deg: float, dec_deg: float, prefix: str = "FIRST") -> str:
-    """IAU-style name from a position, e.g. ``FIRST J123456.7+123456``."""
-    from astropy import units as u
-    from astropy.coordinates import SkyCoord
+    """IAU-style name from a J2000 position, e.g. ``FIRST J123456.7+123456``.
 
-    coord = SkyCoord(ra_deg * u.deg, dec_deg * u.deg)
-    ra = coord.ra.to_string(unit=u.hourangle, sep="", precision=1, pad=True)
-    dec = coord.dec.to_string(sep="", precision=0, alwayssign=True, pad=True)
-    return f"{prefix} J{ra}{dec}"
+    Coordinates are truncated, not rounded, as the IAU naming rules ask: rounding would
+    turn RA 359.99999 deg into "J240000.0" and 59.96 s into "60.0".
+    """
+    ra_tenths = math.floor((ra_deg % 360.0) / 15.0 * 36000.0)  # tenths of a second of time
+    ra_hours, ra_rest = divmod(ra_tenths, 36000)
+    ra_minutes, ra_tenths = divmod(ra_rest, 600)
+    dec_seconds = math.floor(abs(dec_deg) * 3600.0)
+    dec_degrees, dec_rest = divmod(dec_seconds, 3600)
+    dec_minutes, dec_seconds = divmod(dec_rest, 60)
+    sign = "-" if math.copysign(1.0, dec_deg) < 0 else "+"
+    return (
+        f"{prefix} J{ra_hours:02d}{ra_minutes:02d}{ra_tenths // 10:02d}.{ra_tenths % 10}"
+        f"{sign}{dec_degrees:02d}{dec_minutes:02d}{dec_seconds:02d}"
+    )
 
 
 def _position_index() -> SkyIndex:
@@ -86,7 +114,9 @@ def _position_index() -> SkyIndex:
 
 def _record_checksum(record: SourceRecord, cutout: np.ndarray) -> str:
     digest = hashlib.sha256(cutout.tobytes())
-    digest.update(repr((record.name, record.ra_deg, record.dec_deg, record.label, record.label_code, record.split)).encode())
+    digest.update(
+        repr((record.name, record.ra_deg, record.dec_deg, record.label, record.label_code, record.split)).encode()
+    )
     return digest.hexdigest()
 
 
@@ -99,7 +129,7 @@ def _unique_name(name: str) -> str:
     return f"{name} ({suffix})"
 
 
-def _write_cutout(source: Source, cutout: np.ndarray, checksum: str) -> None:
+def _write_cutout(source: Source, cutout: np.ndarray) -> None:
     from ml.thumbnail import render_thumbnail
 
     Cutout.objects.update_or_create(
@@ -113,6 +143,13 @@ def _write_cutout(source: Source, cutout: np.ndarray, checksum: str) -> None:
     )
 
 
+def _jsonable_extra(value: Any) -> bool:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return True
+    # Lists of strings: the header warnings of a FITS file.
+    return isinstance(value, list | tuple) and all(isinstance(item, str) for item in value)
+
+
 def _provenance_fields(record: SourceRecord, checksum: str) -> dict[str, Any]:
     return {
         "catalogue_label": record.label or "",
@@ -120,15 +157,25 @@ def _provenance_fields(record: SourceRecord, checksum: str) -> dict[str, Any]:
         "split": record.split or "",
         "path": str(record.extra.get("path", ""))[:1024],
         "checksum": checksum,
-        "extra": {k: v for k, v in record.extra.items() if isinstance(v, str | int | float | bool) or v is None},
+        "extra": {k: (list(v) if isinstance(v, tuple) else v) for k, v in record.extra.items() if _jsonable_extra(v)},
     }
 
 
-def ingest_record(record: SourceRecord, cutout: np.ndarray, index: SkyIndex, report: IngestReport, radius_arcsec: float) -> None:
+def _where(record: SourceRecord) -> str:
+    """How an error or warning names a record: its file when it has one."""
+    return str(record.extra.get("path") or f"{record.dataset} {record.name}")
+
+
+def ingest_record(
+    record: SourceRecord, cutout: np.ndarray, index: SkyIndex, report: IngestReport, radius_arcsec: float
+) -> None:
     """Write one preprocessed record (atomically) and count what happened in ``report``."""
     checksum = _record_checksum(record, cutout)
     external_id = str(record.extra.get("external_id", record.name))
-    existing = Provenance.objects.filter(dataset=record.dataset, external_id=external_id).select_related("source").first()
+    survey = str(record.extra.get("survey") or "FIRST")
+    existing = (
+        Provenance.objects.filter(dataset=record.dataset, external_id=external_id).select_related("source").first()
+    )
     with transaction.atomic():
         if existing is not None:
             if existing.checksum == checksum:
@@ -137,7 +184,7 @@ def ingest_record(record: SourceRecord, cutout: np.ndarray, index: SkyIndex, rep
             Provenance.objects.filter(pk=existing.pk).update(**_provenance_fields(record, checksum))
             if existing.source.provenances.order_by("id").first() == existing:
                 # The image shown for a source comes from its first provenance.
-                _write_cutout(existing.source, cutout, checksum)
+                _write_cutout(existing.source, cutout)
             report.updated += 1
             return
 
@@ -149,17 +196,17 @@ def ingest_record(record: SourceRecord, cutout: np.ndarray, index: SkyIndex, rep
             report.merged += 1
         else:
             if record.ra_deg is not None and record.dec_deg is not None:
-                name = position_name(record.ra_deg, record.dec_deg)
+                name = position_name(record.ra_deg, record.dec_deg, prefix=survey)
             else:
                 name = f"{record.dataset} {record.name}"
             source = Source.objects.create(
                 name=_unique_name(name),
                 ra_deg=record.ra_deg,
                 dec_deg=record.dec_deg,
-                survey=str(record.extra.get("survey", "FIRST")),
+                survey=survey,
                 angular_size_arcsec=record.extra.get("angular_size_arcsec"),
             )
-            _write_cutout(source, cutout, checksum)
+            _write_cutout(source, cutout)
             report.ingested += 1
         Provenance.objects.create(
             source=source, dataset=record.dataset, external_id=external_id, **_provenance_fields(record, checksum)
@@ -170,54 +217,232 @@ def ingest_record(record: SourceRecord, cutout: np.ndarray, index: SkyIndex, rep
 
 
 def ingest_records(
-    records: Iterable[SourceRecord | RowError],
+    records: Iterable[SourceRecord | RowError | SkippedInput],
     *,
     radius_arcsec: float | None = None,
     on_record: Callable[[IngestReport], None] | None = None,
+    report: IngestReport | None = None,
+    index: SkyIndex | None = None,
 ) -> IngestReport:
-    """Ingest already-decoded records (preprocessed uint8 images), one transaction each."""
+    """Ingest already-decoded records (preprocessed uint8 images), one transaction each.
+
+    Args:
+        records: records, and the files or rows that could not be read (counted as failed).
+        radius_arcsec: cross-match radius (default ``RGZ_CROSSMATCH_RADIUS_ARCSEC``).
+        on_record: called after each item, e.g. to move a progress bar.
+        report: add to this report (several inputs in one ingest) instead of a new one.
+        index: the positions already in the catalogue, shared between inputs.
+
+    Returns:
+        The counts, one error line per failed item and one warning line per ingested
+        file with header warnings.
+    """
     from ml.datasets import RowError
     from ml.preprocess import PreprocessError, from_preprocessed
 
     radius = settings.RGZ_CROSSMATCH_RADIUS_ARCSEC if radius_arcsec is None else radius_arcsec
-    report = IngestReport()
-    index = _position_index()
+    report = IngestReport() if report is None else report
+    index = _position_index() if index is None else index
     for record in records:
-        if isinstance(record, RowError):
+        if isinstance(record, SkippedInput):
+            report.failed += 1
+            report.errors.append(str(record))
+        elif isinstance(record, RowError):
             report.failed += 1
             report.errors.append(f"row {record.row} ({record.name or 'no name'}): {record.reason}")
-            continue
-        try:
-            cutout = from_preprocessed(record.image)
-            ingest_record(record, cutout, index, report, radius)
-        except (PreprocessError, ValueError, IntegrityError) as exc:
-            report.failed += 1
-            report.errors.append(f"{record.dataset} {record.name}: {exc}")
+        else:
+            try:
+                cutout = from_preprocessed(record.image)
+                ingest_record(record, cutout, index, report, radius)
+            except (PreprocessError, ValueError, IntegrityError) as exc:
+                report.failed += 1
+                report.errors.append(f"{_where(record)}: {exc}")
+            else:
+                if record.extra.get("warnings"):
+                    report.warnings.append(f"{_where(record)}: {'; '.join(record.extra['warnings'])}")
         if on_record is not None:
             on_record(report)
     return report
 
 
-def ingest_dataset(name: str, path: str | None = None, *, context: JobContext | None = None, on_record=None) -> IngestReport:
-    """Ingest one of the known datasets by name (``griese``), reading it in place."""
-    from ml import datasets
+def ingest_inputs(
+    plan: IngestPlan,
+    *,
+    survey: str | None = None,
+    radius_arcsec: float | None = None,
+    allow_no_position: bool = False,
+    on_record: Callable[[IngestReport], None] | None = None,
+) -> IngestReport:
+    """Ingest every input of a plan into one report; a broken archive fails alone.
 
-    readers = {"griese": datasets.read_griese}
-    if name not in readers:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(readers))}")
-    return ingest_records(readers[name](path), on_record=on_record)
+    Args:
+        plan: from :func:`rgzlabel.catalog.inputs.plan_ingest`; its rejected paths are
+            counted as failed.
+        survey: survey of new sources (default ``FIRST``), also the prefix of their names.
+        radius_arcsec: cross-match radius (default ``RGZ_CROSSMATCH_RADIUS_ARCSEC``).
+        allow_no_position: ingest FITS files without a celestial WCS instead of failing them.
+        on_record: called after each record, e.g. to move a progress bar.
+    """
+    from ml.datasets import DatasetError
+
+    report = IngestReport()
+    for rejected in plan.rejected:
+        report.failed += 1
+        report.errors.append(str(rejected))
+    index = _position_index()
+    for ingest_input in plan.inputs:
+        records = read_input(ingest_input, survey=survey, allow_no_position=allow_no_position)
+        try:
+            ingest_records(records, radius_arcsec=radius_arcsec, on_record=on_record, report=report, index=index)
+        except DatasetError as exc:
+            # Records read before the archive broke are in (each in its own transaction).
+            name = ingest_input.path.name if ingest_input.path is not None else ""
+            report.failed += 1
+            report.errors.append(f"{ingest_input.path or 'firstgalaxydata'}: {str(exc).removeprefix(f'{name}: ')}")
+            if on_record is not None:
+                on_record(report)
+    return report
+
+
+def ingest_paths(paths: Sequence[str | Path], *, kind: str | None = None, **options: Any) -> IngestReport:
+    """Recognise and ingest files, folders and archives (see :func:`ingest_inputs` for options)."""
+    return ingest_inputs(plan_ingest(paths, kind=kind), **options)
+
+
+def ingest_dataset(name: str, path: str | None = None, *, on_record=None) -> IngestReport:
+    """Ingest one of the known datasets by name (``griese``, ``mirabest``, ...), read in place.
+
+    Raises:
+        InputError: ``name`` is not a known kind of input.
+    """
+    return ingest_paths([path] if path else [], kind=name, on_record=on_record)
+
+
+def sync_subjects_after_ingest() -> int:
+    """Give the new sources their labelling subjects; returns how many were created."""
+    # Imported here: labelling depends on catalog, not the other way round.
+    from rgzlabel.labelling.services import sync_subjects
+
+    return sync_subjects()
+
+
+# --- ingest as a background job -----------------------------------------------------------
+
+
+def upload_folder(job_id: int) -> Path:
+    """Where the files uploaded for an ingest job are kept (``DATA_DIR/uploads/<job id>``)."""
+    return Path(settings.DATA_DIR) / "uploads" / str(job_id)
+
+
+def start_ingest_job(
+    user: AbstractBaseUser | None,
+    *,
+    paths: Sequence[str] = (),
+    uploads: Sequence[UploadedFile] = (),
+    dataset: str | None = None,
+    survey: str | None = None,
+    radius_arcsec: float | None = None,
+    allow_no_position: bool = False,
+) -> Job:
+    """Queue an ingest of server paths and/or uploaded FITS files.
+
+    Uploads are saved under :func:`upload_folder` before the job's transaction commits, so
+    the worker (which receives the job only after the commit) always finds them. The
+    worker must see ``DATA_DIR``: on several machines it is a shared volume.
+
+    Args:
+        user: the admin who asked (recorded on the job).
+        paths: files or folders on the worker's file system.
+        uploads: FITS files sent with the request.
+        dataset: force the kind of every path (see :class:`InputKind`); uploads are FITS.
+        survey, radius_arcsec, allow_no_position: as for :func:`ingest_inputs`.
+    """
+    from rgzlabel.learning.jobs import create_job
+    from rgzlabel.learning.models import Job
+
+    params = {
+        "paths": [str(path) for path in paths],
+        "upload": bool(uploads),
+        "dataset": dataset or None,
+        "survey": survey or None,
+        "radius_arcsec": radius_arcsec,
+        "allow_no_position": allow_no_position,
+    }
+    with transaction.atomic():
+        job = create_job(Job.Kind.INGEST, params, user=user)
+        if uploads:
+            folder = upload_folder(job.pk)
+            try:
+                _save_uploads(uploads, folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+    return job
+
+
+def _save_uploads(uploads: Sequence[UploadedFile], folder: Path) -> None:
+    from django.utils.text import get_valid_filename
+
+    folder.mkdir(parents=True, exist_ok=False)
+    for number, upload in enumerate(uploads, start=1):
+        # Never trust a client's file name: no folders, no odd characters, no clashes.
+        name = get_valid_filename(Path(upload.name or "").name) or f"upload-{number}.fits"
+        target = folder / name
+        if target.exists():
+            target = folder / f"{number}-{name}"
+        with target.open("wb") as handle:
+            for chunk in upload.chunks():
+                handle.write(chunk)
 
 
 def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """The Celery job behind an admin's ingest: ``params = {"dataset": ..., "path": ...}``."""
-    expected = job.params.get("expected")
+    """The Celery job behind the staff ingest page.
+
+    ``job.params``: ``paths`` (server files or folders), ``upload`` (read the job's
+    :func:`upload_folder` too), ``dataset`` (force a kind), ``survey``, ``radius_arcsec``,
+    ``allow_no_position``. An older ``path`` key is read as one more path; with no paths
+    and no upload it ingests the Griese set of the installed package.
+
+    Raises:
+        NothingIngested: every input failed (the job is then marked failed).
+    """
+    params = job.params
+    paths = [*params.get("paths", []), *([params["path"]] if params.get("path") else [])]
+    uploaded = bool(params.get("upload"))
+    plan = plan_ingest(paths, kind=params.get("dataset")) if paths or not uploaded else IngestPlan()
+    if uploaded:
+        uploads = plan_ingest([upload_folder(job.pk)], kind=InputKind.FITS)
+        plan.inputs += uploads.inputs
+        plan.rejected += uploads.rejected
+    expected = plan.expected
+    warned_errors = 0
 
     def on_record(report: IngestReport) -> None:
+        nonlocal warned_errors
+        # Failures are copied to the job as they happen, so an admin sees them mid-run.
+        for error in report.errors[warned_errors:]:
+            context.warn(f"failed: {error}")
+        warned_errors = len(report.errors)
         done = report.total
-        context.progress(done / expected if expected else 0.0, f"{done} records: {report.summary()}")
+        context.progress(
+            done / expected if expected else 0.0, f"{done}{f'/{expected}' if expected else ''}: {report.summary()}"
+        )
         context.check_cancelled()
 
-    report = ingest_dataset(job.params["dataset"], job.params.get("path"), context=context, on_record=on_record)
-    for error in report.errors[:50]:
-        context.warn(error)
-    return report.as_dict()
+    report = ingest_inputs(
+        plan,
+        survey=params.get("survey"),
+        radius_arcsec=params.get("radius_arcsec"),
+        allow_no_position=bool(params.get("allow_no_position")),
+        on_record=on_record,
+    )
+    on_record(report)  # paths rejected before any record was read
+    for warning in report.warnings[:_JOB_WARNINGS]:
+        context.warn(f"warning: {warning}")
+    if len(report.warnings) > _JOB_WARNINGS:
+        context.warn(f"{len(report.warnings) - _JOB_WARNINGS} more files with header warnings (in their provenance)")
+    if report.failed and report.total == report.failed:
+        raise NothingIngested(f"all {report.failed} input(s) failed: {'; '.join(report.errors[:3])}")
+    result = report.as_dict()
+    result["subjects_created"] = sync_subjects_after_ingest()
+    return result

@@ -1,13 +1,14 @@
-"""Workflows and volunteers' votes."""
+"""Workflows, the sources in them (subjects), volunteers' votes, gold standard, consensus."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 DEFAULT_CLASSES = [
-    {"key": "FRI", "label": "FRI", "help": "Brightest near the core; jets fade with distance."},
-    {"key": "FRII", "label": "FRII", "help": "Brightest at the ends: hotspots at the lobe tips."},
+    {"key": "FRI", "label": "FRI", "help": "Brightest near the core; the jets fade with distance."},
+    {"key": "FRII", "label": "FRII", "help": "Brightest at the ends: hotspots at the tips of the lobes."},
     {"key": "hybrid", "label": "Hybrid", "help": "One side looks FRI, the other FRII."},
     {"key": "unsure", "label": "Not sure / other", "help": "Compact, confused, or none of these."},
 ]
@@ -18,12 +19,36 @@ def default_classes() -> list[dict[str, str]]:
 
 
 class Workflow(models.Model):
-    """A labelling task: the classes offered to volunteers and when a source is done."""
+    """A labelling task: the classes offered, and the rules that retire a subject.
+
+    A subject retires after ``retire_after`` votes, or as soon as the first
+    ``retire_on_agreement`` votes all agree (0 = off). A subject that retires without a
+    clear majority (below ``disagreement_threshold``) moves to ``expert_workflow``.
+    """
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=128)
     classes = models.JSONField(default=default_classes)
-    retire_after = models.PositiveSmallIntegerField(default=5, help_text="votes after which a source retires")
+    retire_after = models.PositiveSmallIntegerField(default=5, help_text="votes after which a subject retires")
+    retire_on_agreement = models.PositiveSmallIntegerField(
+        default=0, help_text="retire early when the first K votes agree (0: never early)"
+    )
+    disagreement_threshold = models.FloatField(
+        default=0.0, help_text="a retired subject whose majority share is below this moves to the expert workflow"
+    )
+    expert_workflow = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="feeding_workflows"
+    )
+    experts_only = models.BooleanField(default=False, help_text="only staff and the expert group may label")
+    redundancy = models.PositiveSmallIntegerField(
+        default=0, help_text="extra volunteers who may hold a subject at once beyond the votes it still needs"
+    )
+    gold_rate_start = models.FloatField(default=0.2, help_text="share of gold subjects for a new volunteer")
+    gold_rate_min = models.FloatField(default=0.02, help_text="share of gold subjects once proven reliable")
+    gold_halving = models.PositiveSmallIntegerField(
+        default=5, help_text="the gold share halves after each this many correct gold answers"
+    )
+    undo_window_s = models.PositiveIntegerField(default=30, help_text="seconds during which a vote can be undone")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -35,6 +60,57 @@ class Workflow(models.Model):
         return [c["key"] for c in self.classes]
 
 
+class Subject(models.Model):
+    """A source as it stands in one workflow: its votes so far, queue priority and consensus.
+
+    ``priority`` is written by the active-learning refresh (higher first); serving `next`
+    reads it through the partial index on open subjects, never scanning the votes.
+    """
+
+    source = models.ForeignKey("catalog.Source", on_delete=models.CASCADE, related_name="subjects")
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="subjects")
+    priority = models.FloatField(default=0.0)
+    vote_count = models.PositiveIntegerField(default=0)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    retire_reason = models.CharField(max_length=32, blank=True)
+    consensus_label = models.CharField(max_length=32, blank=True)
+    consensus_confidence = models.FloatField(null=True, blank=True, help_text="majority share of the votes")
+    weighted_label = models.CharField(max_length=32, blank=True, help_text="Dawid-Skene estimate")
+    weighted_confidence = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workflow", "source"], name="one_subject_per_workflow")]
+        indexes = [
+            models.Index(
+                fields=["workflow", "-priority", "vote_count", "id"],
+                name="subject_queue_idx",
+                condition=Q(retired_at__isnull=True),
+            ),
+            models.Index(fields=["workflow", "retired_at"], name="subject_retired_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id} in {self.workflow_id}"
+
+    @property
+    def is_retired(self) -> bool:
+        return self.retired_at is not None
+
+
+class Assignment(models.Model):
+    """A subject served to a volunteer and not yet answered; it holds a vote slot until it expires."""
+
+    volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="assignments")
+    is_gold = models.BooleanField(default=False)
+    served_at = models.DateTimeField(auto_now=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["volunteer", "subject"], name="one_assignment_per_subject")]
+
+
 class Classification(models.Model):
     """One volunteer's vote on one source. The database allows at most one per pair."""
 
@@ -42,13 +118,53 @@ class Classification(models.Model):
     source = models.ForeignKey("catalog.Source", on_delete=models.CASCADE, related_name="classifications")
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="classifications")
     label = models.CharField(max_length=32)
+    is_gold = models.BooleanField(default=False, help_text="an answer to a gold-standard subject")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["volunteer", "source"], name="one_vote_per_volunteer_per_source"),
         ]
-        indexes = [models.Index(fields=["source", "label"], name="classification_source_label")]
+        indexes = [
+            models.Index(fields=["source", "label"], name="classification_source_label"),
+            models.Index(fields=["volunteer", "-created_at"], name="classification_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.volunteer_id} says {self.label} for {self.source_id}"
+
+
+class GoldLabel(models.Model):
+    """An expert's answer for a source, mixed into volunteers' streams with feedback."""
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="gold_labels")
+    source = models.ForeignKey("catalog.Source", on_delete=models.CASCADE, related_name="gold_labels")
+    label = models.CharField(max_length=32)
+    feedback = models.TextField(blank=True, help_text="shown after a volunteer answers, e.g. what to look for")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workflow", "source"], name="one_gold_label_per_source")]
+
+    def __str__(self) -> str:
+        return f"gold {self.label} for {self.source_id}"
+
+
+class VolunteerProfile(models.Model):
+    """What the labelling flow keeps about a volunteer beyond the Django user."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile")
+    is_guest = models.BooleanField(default=False, help_text="started without an account")
+    tutorial_seen_at = models.DateTimeField(null=True, blank=True)
+    gold_answered = models.PositiveIntegerField(default=0)
+    gold_correct = models.PositiveIntegerField(default=0)
+    # Dawid-Skene confusion matrix (rows: true class, columns: answer), refreshed by consensus.
+    confusion = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user_id}"
+
+    @property
+    def gold_accuracy(self) -> float | None:
+        return self.gold_correct / self.gold_answered if self.gold_answered else None

@@ -5,5 +5,12 @@ from rgzlabel.labelling import views
 app_name = "labelling"
 urlpatterns = [
     path("", views.label, name="label"),
+    path("guest/", views.start_as_guest, name="guest"),
     path("vote/", views.vote, name="vote"),
+    path("me/", views.me, name="me"),
+    path("api/next/", views.api_next, name="api-next"),
+    path("api/vote/", views.api_vote, name="api-vote"),
+    path("api/undo/", views.api_undo, name="api-undo"),
+    path("api/skip/", views.api_skip, name="api-skip"),
+    path("api/tutorial-seen/", views.api_tutorial_seen, name="api-tutorial-seen"),
 ]

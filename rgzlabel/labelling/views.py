@@ -1,53 +1,199 @@
-"""Volunteer pages: parse, authorise, call one service, render."""
+"""Volunteer pages and the small JSON API the labelling page uses: parse, authorise, call, render."""
 
 from __future__ import annotations
 
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from rgzlabel.labelling.services import VoteRejected, default_workflow, next_source, record_classification
+from rgzlabel.labelling import services
+from rgzlabel.labelling.forms import SignupForm
+from rgzlabel.labelling.models import VolunteerProfile
 
 
+def _source_json(served: services.Served) -> dict[str, Any]:
+    source = served.subject.source
+    return {
+        "id": source.pk,
+        "name": source.name,
+        "ra_deg": source.ra_deg,
+        "dec_deg": source.dec_deg,
+        "angular_size_arcsec": source.angular_size_arcsec,
+        "thumbnail": reverse("catalog:thumbnail", args=[source.pk]),
+    }
+
+
+def api_login_required(view):
+    """Like login_required, but answers JSON 401 instead of redirecting a fetch() to a page."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return JsonResponse({"error": "log in or start as a guest to label"}, status=401)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _source_id(request: HttpRequest) -> int | None:
+    try:
+        return int(request.POST.get("source", ""))
+    except ValueError:
+        return None
+
+
+# --- accounts ----------------------------------------------------------------------------------------
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    form = UserCreationForm(request.POST or None)
+    """Sign up; a guest who signs up keeps the votes they already cast."""
+    form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user)
+        guest = request.user if request.user.is_authenticated and _is_guest(request.user) else None
+        if guest is not None:
+            data = form.cleaned_data
+            user = services.promote_guest(guest, data["username"], data["password1"], data.get("email", ""))
+        else:
+            user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, "Welcome aboard! Your votes are saved to your account.")
         return redirect("labelling:label")
     return render(request, "registration/signup.html", {"form": form})
 
 
-@login_required
+def _is_guest(user) -> bool:
+    return VolunteerProfile.objects.filter(user=user, is_guest=True).exists()
+
+
+@require_POST
+def start_as_guest(request: HttpRequest) -> HttpResponse:
+    if not settings.RGZ_ALLOW_GUESTS:
+        messages.error(request, "Please sign up or log in to label.")
+        return redirect("signup")
+    if not request.user.is_authenticated:
+        login(request, services.create_guest(), backend="django.contrib.auth.backends.ModelBackend")
+    return redirect("labelling:label")
+
+
+# --- the labelling page ---------------------------------------------------------------------------------
 def label(request: HttpRequest) -> HttpResponse:
-    workflow = default_workflow()
-    source = next_source(request.user, workflow)
+    workflow = services.default_workflow()
+    if not request.user.is_authenticated:
+        return render(request, "labelling/start.html", {"workflow": workflow, "allow_guests": settings.RGZ_ALLOW_GUESTS})
+    served = services.next_subject(request.user, workflow)
+    profile = services.profile_of(request.user)
     return render(
         request,
         "labelling/label.html",
-        {"workflow": workflow, "source": source, "votes_cast": request.user.classifications.count()},
+        {
+            "workflow": workflow,
+            "served": served,
+            "source": served.subject.source if served else None,
+            "source_data": _source_json(served) if served else None,
+            "first_visit": profile.tutorial_seen_at is None,
+            "is_guest": profile.is_guest,
+            "field_guide": services.field_guide(workflow),
+            "votes_cast": request.user.classifications.count(),
+        },
     )
 
 
 @login_required
 @require_POST
 def vote(request: HttpRequest) -> HttpResponse:
-    workflow = default_workflow()
-    try:
-        source_id = int(request.POST.get("source", ""))
-    except ValueError:
+    """The no-JavaScript path: a form post, then back to the page."""
+    workflow = services.default_workflow()
+    source_id = _source_id(request)
+    if source_id is None:
         messages.error(request, "The vote named no source.")
         return redirect("labelling:label")
     try:
-        outcome = record_classification(request.user, source_id, request.POST.get("label", ""), workflow)
-    except VoteRejected as exc:
+        outcome = services.record_classification(request.user, source_id, request.POST.get("label", ""), workflow)
+    except services.VoteRejected as exc:
         messages.error(request, str(exc))
     else:
-        if not outcome.created:
-            messages.info(request, "That vote was already recorded.")
+        if outcome.gold:
+            messages.info(request, services.gold_message(outcome.gold))
     return redirect("labelling:label")
+
+
+@require_GET
+@api_login_required
+def api_next(request: HttpRequest) -> JsonResponse:
+    exclude = [int(x) for x in request.GET.getlist("exclude") if x.isdigit()][:20]
+    served = services.next_subject(request.user, services.default_workflow(), exclude=exclude)
+    if served is None:
+        return JsonResponse({"source": None})
+    return JsonResponse({"source": _source_json(served)})
+
+
+@require_POST
+@api_login_required
+def api_vote(request: HttpRequest) -> JsonResponse:
+    source_id = _source_id(request)
+    if source_id is None:
+        return JsonResponse({"error": "the vote named no source"}, status=400)
+    try:
+        outcome = services.record_classification(
+            request.user, source_id, request.POST.get("label", ""), services.default_workflow()
+        )
+    except services.RateLimited as exc:
+        return JsonResponse({"error": str(exc)}, status=429)
+    except services.VoteRejected as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(
+        {
+            "ok": True,
+            "created": outcome.created,
+            "retired": outcome.retired,
+            "gold": outcome.gold,
+            "gold_message": services.gold_message(outcome.gold) if outcome.gold else None,
+        }
+    )
+
+
+@require_POST
+@api_login_required
+def api_undo(request: HttpRequest) -> JsonResponse:
+    served = services.undo_last_vote(request.user, services.default_workflow())
+    if served is None:
+        return JsonResponse({"undone": None, "error": "nothing recent to undo"}, status=409)
+    return JsonResponse({"undone": served.subject.source_id, "source": _source_json(served)})
+
+
+@require_POST
+@api_login_required
+def api_skip(request: HttpRequest) -> JsonResponse:
+    source_id = _source_id(request)
+    if source_id is None:
+        return JsonResponse({"error": "the skip named no source"}, status=400)
+    services.release(request.user, source_id, services.default_workflow())
+    return JsonResponse({"ok": True})
+
+
+@require_POST
+@api_login_required
+def api_tutorial_seen(request: HttpRequest) -> JsonResponse:
+    VolunteerProfile.objects.filter(user=request.user, tutorial_seen_at__isnull=True).update(
+        tutorial_seen_at=timezone.now()
+    )
+    return JsonResponse({"ok": True})
+
+
+@login_required
+@require_GET
+def me(request: HttpRequest) -> HttpResponse:
+    workflow = services.default_workflow()
+    return render(
+        request,
+        "labelling/me.html",
+        {"summary": services.volunteer_summary(request.user, workflow), "workflow": workflow},
+    )

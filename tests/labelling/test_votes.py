@@ -1,112 +1,159 @@
+"""Recording votes: one per volunteer per source, exact counts, retirement rules, undo, gold."""
+
 from __future__ import annotations
 
-import pytest
-from django.urls import reverse
+from datetime import timedelta
 
-from rgzlabel.catalog.models import Source
-from rgzlabel.labelling.models import Classification
-from rgzlabel.labelling.services import VoteRejected, default_workflow, next_source, record_classification
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from rgzlabel.labelling.models import Classification, GoldLabel, Subject, VolunteerProfile, Workflow
+from rgzlabel.labelling.services import (
+    RateLimited,
+    VoteRejected,
+    record_classification,
+    undo_last_vote,
+)
 
 pytestmark = pytest.mark.django_db
 
 
-def test_it_records_one_vote_and_counts_it(volunteer, make_source) -> None:
+def subject_of(source, workflow) -> Subject:
+    return Subject.objects.get(source=source, workflow=workflow)
+
+
+@pytest.fixture
+def crowd(django_user_model):
+    return [django_user_model.objects.create_user(f"volunteer{i}") for i in range(8)]
+
+
+def test_it_records_one_vote_and_counts_it(volunteer, make_source, workflow) -> None:
     source = make_source()
-    outcome = record_classification(volunteer, source.pk, "FRII", default_workflow())
-    assert outcome.created
+    outcome = record_classification(volunteer, source.pk, "FRII", workflow)
+    assert outcome.created and not outcome.retired
     assert Classification.objects.get().label == "FRII"
-    assert Source.objects.get(pk=source.pk).vote_count == 1
+    subject = subject_of(source, workflow)
+    assert (subject.vote_count, subject.consensus_label, subject.consensus_confidence) == (1, "FRII", 1.0)
 
 
-def test_a_double_submit_records_one_vote_and_succeeds_twice(volunteer, make_source) -> None:
+def test_a_double_submit_records_one_vote_and_succeeds_twice(volunteer, make_source, workflow) -> None:
     source = make_source()
-    workflow = default_workflow()
     first = record_classification(volunteer, source.pk, "FRI", workflow)
     second = record_classification(volunteer, source.pk, "FRI", workflow)
     assert (first.created, second.created) == (True, False)
     assert second.classification.pk == first.classification.pk
     assert Classification.objects.count() == 1
-    assert Source.objects.get(pk=source.pk).vote_count == 1
+    assert subject_of(source, workflow).vote_count == 1
 
 
-def test_the_database_refuses_a_second_vote_by_the_same_volunteer(volunteer, make_source) -> None:
-    from django.db import IntegrityError, transaction
-
+def test_the_database_refuses_a_second_vote_by_the_same_volunteer(volunteer, make_source, workflow) -> None:
     source = make_source()
-    workflow = default_workflow()
     Classification.objects.create(volunteer=volunteer, source=source, workflow=workflow, label="FRI")
     with pytest.raises(IntegrityError), transaction.atomic():
         Classification.objects.create(volunteer=volunteer, source=source, workflow=workflow, label="FRII")
 
 
-def test_it_rejects_an_unknown_label(volunteer, make_source) -> None:
+def test_it_rejects_an_unknown_label(volunteer, make_source, workflow) -> None:
     source = make_source()
     with pytest.raises(VoteRejected, match="unknown label 'FRIII'"):
-        record_classification(volunteer, source.pk, "FRIII", default_workflow())
+        record_classification(volunteer, source.pk, "FRIII", workflow)
     assert not Classification.objects.exists()
 
 
-def test_it_retires_after_the_workflow_vote_count(django_user_model, make_source) -> None:
-    workflow = default_workflow()
+def test_it_rejects_a_source_outside_the_workflow(volunteer, make_source, workflow) -> None:
+    source = make_source()
+    other = Workflow.objects.create(slug="other", name="Other")
+    with pytest.raises(VoteRejected, match="not in the Other workflow"):
+        record_classification(volunteer, source.pk, "FRI", other)
+    assert not Classification.objects.exists()
+
+
+def test_it_retires_after_the_workflow_vote_count(crowd, make_source, workflow) -> None:
     workflow.retire_after = 3
     workflow.save()
     source = make_source()
-    volunteers = [django_user_model.objects.create_user(f"v{i}") for i in range(4)]
-    outcomes = [record_classification(v, source.pk, "FRI", workflow) for v in volunteers[:3]]
+    outcomes = [record_classification(v, source.pk, label, workflow) for v, label in zip(crowd, ["FRI", "FRII", "FRI"])]
     assert [o.retired for o in outcomes] == [False, False, True]
     with pytest.raises(VoteRejected, match="already retired"):
-        record_classification(volunteers[3], source.pk, "FRI", workflow)
-    assert Source.objects.get(pk=source.pk).vote_count == 3
+        record_classification(crowd[3], source.pk, "FRI", workflow)
+    subject = subject_of(source, workflow)
+    assert (subject.vote_count, subject.retire_reason, subject.consensus_label) == (3, "vote count", "FRI")
+    assert subject.consensus_confidence == pytest.approx(2 / 3)
 
 
-def test_next_skips_what_the_volunteer_classified_and_retired_sources(volunteer, make_source) -> None:
-    from django.utils import timezone
+def test_it_retires_early_when_the_first_votes_agree(crowd, make_source, workflow) -> None:
+    workflow.retire_on_agreement = 2
+    workflow.save()
+    agreed, split = make_source(), make_source()
+    record_classification(crowd[0], agreed.pk, "FRII", workflow)
+    assert record_classification(crowd[1], agreed.pk, "FRII", workflow).retired
+    record_classification(crowd[0], split.pk, "FRII", workflow)
+    assert not record_classification(crowd[1], split.pk, "FRI", workflow).retired
+    assert subject_of(agreed, workflow).retire_reason == "agreement"
 
-    seen, retired, fresh = make_source(), make_source(), make_source()
-    record_classification(volunteer, seen.pk, "FRI", default_workflow())
-    Source.objects.filter(pk=retired.pk).update(retired_at=timezone.now())
-    assert next_source(volunteer, default_workflow()) == fresh
+
+def test_disagreement_moves_the_subject_to_the_expert_workflow(crowd, make_source, workflow) -> None:
+    experts = Workflow.objects.create(slug="experts", name="Experts", experts_only=True)
+    workflow.retire_after, workflow.disagreement_threshold, workflow.expert_workflow = 4, 0.75, experts
+    workflow.save()
+    clear, unclear = make_source(), make_source()
+    for volunteer, label in zip(crowd, ["FRI", "FRII", "FRI", "FRII"]):
+        record_classification(volunteer, unclear.pk, label, workflow)
+    for volunteer in crowd[:4]:
+        record_classification(volunteer, clear.pk, "FRI", workflow)
+    assert subject_of(unclear, workflow).retire_reason == "to expert"
+    assert Subject.objects.filter(workflow=experts, source=unclear, retired_at__isnull=True).exists()
+    assert subject_of(clear, workflow).retire_reason == "vote count"
+    assert not Subject.objects.filter(workflow=experts, source=clear).exists()
+    with pytest.raises(VoteRejected, match="for experts"):
+        record_classification(crowd[5], unclear.pk, "FRI", experts)
 
 
-def test_the_label_page_shows_the_next_source(client, volunteer, make_source) -> None:
+def test_the_rate_limit_stops_scripted_spam(volunteer, make_source, workflow, settings) -> None:
+    settings.RGZ_VOTES_PER_MINUTE = 3
+    sources = [make_source() for _ in range(4)]
+    for source in sources[:3]:
+        record_classification(volunteer, source.pk, "FRI", workflow)
+    with pytest.raises(RateLimited, match="at most 3 votes a minute"):
+        record_classification(volunteer, sources[3].pk, "FRI", workflow)
+    assert Classification.objects.count() == 3
+
+
+def test_undo_takes_back_the_last_vote_and_reopens_the_subject(crowd, make_source, workflow) -> None:
+    workflow.retire_after = 2
+    workflow.save()
     source = make_source()
-    client.force_login(volunteer)
-    response = client.get(reverse("labelling:label"))
-    assert response.status_code == 200
-    assert source.name in response.content.decode()
-    assert reverse("catalog:thumbnail", args=[source.pk]) in response.content.decode()
+    record_classification(crowd[0], source.pk, "FRI", workflow)
+    assert record_classification(crowd[1], source.pk, "FRII", workflow).retired
+
+    served = undo_last_vote(crowd[1], workflow)
+
+    assert served is not None and served.subject.source_id == source.pk
+    subject = subject_of(source, workflow)
+    assert (subject.vote_count, subject.retired_at, subject.consensus_label) == (1, None, "FRI")
+    assert not Classification.objects.filter(volunteer=crowd[1]).exists()
+    assert record_classification(crowd[1], source.pk, "FRI", workflow).retired  # answers again
 
 
-def test_voting_through_the_page(client, volunteer, make_source) -> None:
+def test_undo_is_refused_after_the_window(volunteer, make_source, workflow) -> None:
     source = make_source()
-    client.force_login(volunteer)
-    response = client.post(reverse("labelling:vote"), {"source": source.pk, "label": "hybrid"})
-    assert response.status_code == 302
-    assert Classification.objects.get(volunteer=volunteer).label == "hybrid"
+    record_classification(volunteer, source.pk, "FRI", workflow)
+    Classification.objects.update(created_at=timezone.now() - timedelta(seconds=workflow.undo_window_s + 1))
+    assert undo_last_vote(volunteer, workflow) is None
+    assert Classification.objects.count() == 1
 
 
-def test_a_vote_without_a_csrf_token_is_refused(volunteer, make_source) -> None:
-    from django.test import Client
+def test_a_gold_answer_gets_feedback_and_counts_for_accuracy(volunteer, make_source, workflow) -> None:
+    right, wrong = make_source(), make_source()
+    GoldLabel.objects.create(workflow=workflow, source=right, label="FRII", feedback="Note the hotspots.")
+    GoldLabel.objects.create(workflow=workflow, source=wrong, label="FRII", feedback="Note the hotspots.")
 
-    source = make_source()
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(volunteer)
-    response = client.post(reverse("labelling:vote"), {"source": source.pk, "label": "FRI"})
-    assert response.status_code == 403
-    assert not Classification.objects.exists()
+    good = record_classification(volunteer, right.pk, "FRII", workflow)
+    bad = record_classification(volunteer, wrong.pk, "FRI", workflow)
 
-
-def test_an_outsider_is_sent_to_log_in(client, make_source) -> None:
-    response = client.get(reverse("labelling:label"))
-    assert response.status_code == 302
-    assert reverse("login") in response["Location"]
-
-
-def test_the_thumbnail_is_a_cached_png(client, make_source) -> None:
-    source = make_source()
-    response = client.get(reverse("catalog:thumbnail", args=[source.pk]))
-    assert response.status_code == 200
-    assert response["Content-Type"] == "image/png"
-    assert response.content[:8] == b"\x89PNG\r\n\x1a\n"
-    again = client.get(reverse("catalog:thumbnail", args=[source.pk]), HTTP_IF_NONE_MATCH=response["ETag"])
-    assert again.status_code == 304
+    assert good.gold == {"correct": True, "expert_label": "FRII", "feedback": "Note the hotspots."}
+    assert bad.gold["correct"] is False
+    profile = VolunteerProfile.objects.get(user=volunteer)
+    assert (profile.gold_answered, profile.gold_correct) == (2, 1)
+    assert subject_of(right, workflow).vote_count == 0  # gold answers are not consensus votes

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from ml.augment import as_image_tensor, random_views, eval_views
+from ml.augment import as_image_tensor, eval_views, random_views
 from ml.config import PIXEL_MEAN, PIXEL_STD, AugmentConfig, ViewConfig
 from ml.errors import DataError, EmptyDataError
 
@@ -52,7 +52,9 @@ def test_the_test_view_is_the_normalised_centre_crop():
 
 def test_without_randomness_a_training_view_equals_the_test_view():
     images = noise_images()
-    assert torch.allclose(random_views(images, ViewConfig(), NO_RANDOMNESS), eval_views(images, ViewConfig()), atol=1e-4)
+    assert torch.allclose(
+        random_views(images, ViewConfig(), NO_RANDOMNESS), eval_views(images, ViewConfig()), atol=1e-4
+    )
 
 
 def test_flips_mirror_the_view():

@@ -6,7 +6,8 @@ from django.utils import timezone
 from tqdm import tqdm
 
 from rgzlabel.catalog.services import IngestReport, ingest_dataset
-from rgzlabel.labelling.services import default_workflow
+from rgzlabel.labelling.models import GoldLabel
+from rgzlabel.labelling.services import default_workflow, seed_gold_from_catalogue, sync_subjects
 from rgzlabel.learning.jobs import create_job
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, no_pretrain: bool = False, recover_interrupted: bool = False, **options) -> None:
-        default_workflow()
+        workflow = default_workflow()
         if recover_interrupted:
             interrupted = Job.objects.filter(state=Job.State.RUNNING).update(
                 state=Job.State.FAILED,
@@ -50,6 +51,13 @@ class Command(BaseCommand):
         self.stdout.write(f"FIRST images: {report.summary()}")
         for error in report.errors[:20]:
             self.stderr.write(f"  not loaded: {error}")
+
+        new_subjects = sync_subjects(workflow)
+        if new_subjects:
+            self.stdout.write(f"{new_subjects} sources added to the {workflow.name} workflow")
+        if not GoldLabel.objects.filter(workflow=workflow).exists():
+            gold = seed_gold_from_catalogue(workflow)
+            self.stdout.write(f"{gold} gold-standard sources taken from the literature labels")
 
         if not EmbeddingSet.objects.filter(is_active=True).exists() and not self._active(Job.Kind.EMBED):
             job = create_job(Job.Kind.EMBED, {"method": "pca"})

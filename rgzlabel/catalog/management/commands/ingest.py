@@ -1,0 +1,93 @@
+"""``manage.py ingest PATH...``: FITS files and folders, the published archives, PNG catalogues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from tqdm import tqdm
+
+from rgzlabel.catalog.inputs import FITS_SUFFIXES, InputKind, plan_ingest
+from rgzlabel.catalog.services import IngestReport, ingest_inputs, sync_subjects_after_ingest
+
+#: Header warnings listed at the end at the default verbosity (all with -v 2).
+_WARNINGS_SHOWN = 5
+
+
+class Command(BaseCommand):
+    help = (
+        "Ingest radio images: FITS files or folders of them (searched recursively for "
+        f"{', '.join(FITS_SUFFIXES)}), the MiraBest or FR-DEEP batches (tar.gz), the Griese "
+        "HDF5 zip (no PATH: the copy in the installed firstgalaxydata package), or a folder of "
+        "PNGs with a catalogue CSV (name, ra, dec, optional label). Sources are cross-matched "
+        "by position; re-running skips unchanged inputs and updates changed ones. Exits with "
+        "status 1 when any input failed."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="*", metavar="PATH", help="files or folders; none: the Griese set")
+        parser.add_argument(
+            "--radius",
+            type=float,
+            metavar="ARCSEC",
+            help=f"cross-match radius (default RGZ_CROSSMATCH_RADIUS_ARCSEC, now {settings.RGZ_CROSSMATCH_RADIUS_ARCSEC:g})",
+        )
+        parser.add_argument(
+            "--dataset",
+            choices=[kind.value for kind in InputKind],
+            help="read every PATH as this kind instead of recognising it",
+        )
+        parser.add_argument("--survey", help="survey of new sources, also their name prefix (default FIRST)")
+        parser.add_argument(
+            "--allow-no-position",
+            action="store_true",
+            help="ingest FITS files without a celestial WCS (not cross-matched) instead of failing them",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["radius"] is not None and options["radius"] < 0:
+            raise CommandError("--radius must be 0 or more arcsec")
+        verbosity = options["verbosity"]
+        plan = plan_ingest(options["paths"], kind=options["dataset"])
+        if verbosity >= 2:
+            for ingest_input in plan.inputs:
+                self.stdout.write(f"reading {ingest_input}")
+
+        with tqdm(total=plan.expected, unit="file", desc="ingest", disable=verbosity == 0, dynamic_ncols=True) as bar:
+            shown = 0
+
+            def on_record(report: IngestReport) -> None:
+                nonlocal shown
+                bar.update(report.total - bar.n)
+                # Each failure is one line as it happens, written above the bar.
+                for error in report.errors[shown:]:
+                    bar.write(f"failed: {error}", file=self.stderr, end="")
+                shown = len(report.errors)
+
+            report = ingest_inputs(
+                plan,
+                survey=options["survey"],
+                radius_arcsec=options["radius"],
+                allow_no_position=options["allow_no_position"],
+                on_record=on_record,
+            )
+            on_record(report)  # paths rejected before anything was read
+        subjects = sync_subjects_after_ingest()
+
+        self._write_warnings(report, verbosity)
+        self.stdout.write(f"{report.summary()}; {subjects} new labelling subjects")
+        if report.failed:
+            raise CommandError(f"{report.failed} input(s) failed (listed above)", returncode=1)
+
+    def _write_warnings(self, report: IngestReport, verbosity: int) -> None:
+        if not report.warnings:
+            return
+        shown = report.warnings if verbosity >= 2 else report.warnings[:_WARNINGS_SHOWN]
+        self.stdout.write(
+            f"{len(report.warnings)} file(s) ingested with header warnings (kept in each provenance's extra):"
+        )
+        for warning in shown:
+            self.stdout.write(f"  warning: {warning}")
+        if len(shown) < len(report.warnings):
+            self.stdout.write(f"  ... and {len(report.warnings) - len(shown)} more (-v 2 lists them all)")

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from ml.consensus import Votes, dawid_skene, majority, posterior, prior_confusion
+
+
+def test_majority_takes_the_most_common_and_breaks_ties_by_order() -> None:
+    assert majority(["FRI", "FRII", "FRII"]) == ("FRII", pytest.approx(2 / 3))
+    assert majority(["FRII", "FRI"]) == ("FRII", 0.5)
+    with pytest.raises(ValueError, match="no votes"):
+        majority([])
+
+
+def simulate(rng, n_subjects=300, accuracies=(0.95, 0.9, 0.9, 0.55, 0.5)):
+    truth = rng.integers(0, 2, n_subjects)
+    subjects, volunteers, labels = [], [], []
+    for v, accuracy in enumerate(accuracies):
+        for s in range(n_subjects):
+            correct = rng.random() < accuracy
+            subjects.append(s)
+            volunteers.append(v)
+            labels.append(truth[s] if correct else 1 - truth[s])
+    votes = Votes(np.array(subjects), np.array(volunteers), np.array(labels), n_subjects, len(accuracies), 2)
+    return truth, votes
+
+
+def test_dawid_skene_learns_who_to_trust() -> None:
+    truth, votes = simulate(np.random.default_rng(0))
+    post, confusions, _ = dawid_skene(votes)
+    estimated_accuracy = confusions[:, [0, 1], [0, 1]].mean(axis=1)
+    assert estimated_accuracy[0] > 0.9 and estimated_accuracy[4] < 0.65
+    ds_error = (post.argmax(axis=1) != truth).mean()
+    counts = np.zeros((len(truth), 2))
+    np.add.at(counts, (votes.subjects, votes.labels), 1)
+    majority_error = (counts.argmax(axis=1) != truth).mean()
+    assert ds_error <= majority_error
+
+
+def test_a_trusted_voice_outweighs_two_coin_flips() -> None:
+    expert = np.array([[0.98, 0.02], [0.02, 0.98]])
+    coin = np.array([[0.5, 0.5], [0.5, 0.5]])
+    post = posterior([1, 0, 0], [expert, coin, coin], np.array([0.5, 0.5]))
+    assert post[1] > 0.95
+
+
+def test_the_prior_confusion_is_a_better_than_chance_stochastic_matrix() -> None:
+    matrix = prior_confusion(4)
+    assert np.allclose(matrix.sum(axis=1), 1)
+    assert (np.diag(matrix) > matrix.max(axis=1, where=~np.eye(4, dtype=bool), initial=0)).all()
+
+
+def test_votes_outside_their_ranges_are_refused() -> None:
+    with pytest.raises(ValueError, match="labels must lie in"):
+        Votes(np.array([0]), np.array([0]), np.array([3]), 1, 1, 2)
