@@ -6,7 +6,7 @@ retirement and consensus stay exact under any number of concurrent volunteers.
 
 from __future__ import annotations
 
-import hashlib
+import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -141,12 +141,6 @@ def gold_rate(profile: VolunteerProfile, workflow: Workflow) -> float:
     return max(workflow.gold_rate_min, workflow.gold_rate_start * 0.5**halvings)
 
 
-def _draw(volunteer_id: int, n_votes: int) -> float:
-    """A reproducible uniform draw per (volunteer, position in their stream)."""
-    digest = hashlib.blake2b(f"{volunteer_id}:{n_votes}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64
-
-
 def _serve_gold(volunteer: AbstractBaseUser, workflow: Workflow, exclude: list[int]) -> Subject | None:
     gold = (
         GoldLabel.objects.filter(workflow=workflow)
@@ -172,9 +166,7 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
     (``SKIP LOCKED`` on PostgreSQL), so two volunteers never both take the last slot.
     """
     exclude = exclude or []
-    profile = profile_of(volunteer)
-    n_votes = Classification.objects.filter(volunteer=volunteer, workflow=workflow).count()
-    if _draw(volunteer.pk, n_votes) < gold_rate(profile, workflow):
+    if workflow.gold_rate_start > 0 and random.random() < gold_rate(profile_of(volunteer), workflow):
         gold = _serve_gold(volunteer, workflow, exclude)
         if gold is not None:
             hold(volunteer, gold, is_gold=True)
@@ -217,10 +209,12 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
 
 
 def hold(volunteer: AbstractBaseUser, subject: Subject, *, is_gold: bool) -> None:
-    Assignment.objects.update_or_create(
-        volunteer=volunteer,
-        subject=subject,
-        defaults={"expires_at": timezone.now() + ASSIGNMENT_TTL, "is_gold": is_gold},
+    """Hold a vote slot of ``subject`` for ``volunteer`` (one upsert: served again, held anew)."""
+    Assignment.objects.bulk_create(
+        [Assignment(volunteer=volunteer, subject=subject, is_gold=is_gold, expires_at=timezone.now() + ASSIGNMENT_TTL)],
+        update_conflicts=True,
+        unique_fields=["volunteer", "subject"],
+        update_fields=["expires_at", "is_gold", "served_at"],
     )
 
 
@@ -301,14 +295,15 @@ def _count_vote(subject: Subject, workflow: Workflow) -> bool:
     """Update a locked subject after a new vote; return True when the vote retired it."""
     from ml.consensus import majority
 
-    labels = list(
+    votes = list(
         Classification.objects.filter(workflow=workflow, source_id=subject.source_id)
         .order_by("created_at", "id")
-        .values_list("label", flat=True)
+        .values_list("label", "volunteer__profile__confusion")
     )
+    labels = [label for label, _ in votes]
     subject.vote_count = len(labels)
     subject.consensus_label, subject.consensus_confidence = majority(labels)
-    subject.weighted_label, subject.weighted_confidence = weighted_consensus(subject, workflow)
+    subject.weighted_label, subject.weighted_confidence = weighted_consensus(votes, workflow)
     reason = retirement_reason(workflow, labels)
     if reason:
         subject.retired_at = timezone.now()
@@ -345,18 +340,13 @@ def retirement_reason(workflow: Workflow, labels: list[str]) -> str:
     return ""
 
 
-def weighted_consensus(subject: Subject, workflow: Workflow) -> tuple[str, float]:
-    """Dawid-Skene posterior of one subject from its voters' current confusion matrices."""
+def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow) -> tuple[str, float]:
+    """Dawid-Skene posterior of one subject from (label, voter's stored confusion matrices) pairs."""
     import numpy as np
 
     from ml.consensus import posterior, prior_confusion
 
     keys = workflow.class_keys
-    votes = list(
-        Classification.objects.filter(workflow=workflow, source_id=subject.source_id).values_list(
-            "label", "volunteer__profile__confusion"
-        )
-    )
     prior = prior_confusion(len(keys))
     confusions = []
     for _, stored in votes:
@@ -398,12 +388,7 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
                     workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
                 ).delete()
             subject.retired_at, subject.retire_reason = None, ""
-        remaining = list(
-            Classification.objects.filter(workflow=workflow, source_id=subject.source_id)
-            .order_by("created_at", "id")
-            .values_list("label", flat=True)
-        )
-        if remaining:
+        if Classification.objects.filter(workflow=workflow, source_id=subject.source_id).exists():
             _count_vote(subject, workflow)
         else:
             subject.vote_count, subject.consensus_label, subject.consensus_confidence = 0, "", None
