@@ -19,3 +19,13 @@ def sweep_lost_jobs() -> dict[str, Any]:
     from rgzlabel.learning.jobs import fail_lost_jobs
 
     return {"failed": fail_lost_jobs()}
+
+
+@app.task(name="rgzlabel.recompute_consensus", soft_time_limit=600)
+def recompute_consensus() -> dict[str, Any]:
+    """Refit Dawid-Skene over each active workflow's votes (volunteer reliability)."""
+    from rgzlabel.labelling.models import Workflow
+    from rgzlabel.labelling.services import recompute_consensus as recompute
+
+    reports = {w.slug: recompute(w) for w in Workflow.objects.filter(is_active=True)}
+    return {slug: {"subjects": r.subjects, "volunteers": r.volunteers, "changed": r.changed} for slug, r in reports.items()}

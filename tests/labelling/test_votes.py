@@ -157,3 +157,29 @@ def test_a_gold_answer_gets_feedback_and_counts_for_accuracy(volunteer, make_sou
     profile = VolunteerProfile.objects.get(user=volunteer)
     assert (profile.gold_answered, profile.gold_correct) == (2, 1)
     assert subject_of(right, workflow).vote_count == 0  # gold answers are not consensus votes
+
+
+def test_background_consensus_learns_volunteer_reliability(django_user_model, make_source, workflow) -> None:
+    """A volunteer who always disagrees with two consistent peers ends up outweighed."""
+    from rgzlabel.labelling.services import recompute_consensus
+
+    workflow.retire_after = 10
+    workflow.save()
+    good = [django_user_model.objects.create_user(f"good{i}") for i in range(2)]
+    contrarian = django_user_model.objects.create_user("contrarian")
+    sources = [make_source() for _ in range(12)]
+    for i, source in enumerate(sources):
+        truth = "FRI" if i % 2 else "FRII"
+        for volunteer in good:
+            record_classification(volunteer, source.pk, truth, workflow)
+        record_classification(contrarian, source.pk, "FRII" if truth == "FRI" else "FRI", workflow)
+
+    report = recompute_consensus(workflow)
+
+    assert (report.subjects, report.volunteers) == (12, 3)
+    confusion = VolunteerProfile.objects.get(user=contrarian).confusion[workflow.slug]
+    assert confusion[0][0] < 0.5  # it learned the contrarian rarely says FRI when the truth is FRI
+    for i, source in enumerate(sources):
+        subject = subject_of(source, workflow)
+        assert subject.weighted_label == ("FRI" if i % 2 else "FRII")
+        assert subject.weighted_confidence > subject.consensus_confidence
