@@ -17,8 +17,8 @@ fi
 want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$want" ]; then
   echo "==> installing pinned dependencies (requirements.txt)"
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet -r "$ROOT/requirements.txt"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -qq --upgrade pip
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -qq -r "$ROOT/requirements.txt"
   echo "$want" > "$VENV/.requirements.sha256"
 fi
 PY="$VENV/bin/python"

@@ -29,3 +29,11 @@ def recompute_consensus() -> dict[str, Any]:
 
     reports = {w.slug: recompute(w) for w in Workflow.objects.filter(is_active=True)}
     return {slug: {"subjects": r.subjects, "volunteers": r.volunteers, "changed": r.changed} for slug, r in reports.items()}
+
+
+@app.task(name="rgzlabel.learning_tick", soft_time_limit=120)
+def learning_tick() -> dict[str, Any]:
+    """Queue retraining / pretraining when the loop's settings say they are due."""
+    from rgzlabel.learning.services import learning_tick as tick
+
+    return tick()

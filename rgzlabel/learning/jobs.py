@@ -16,7 +16,7 @@ from importlib import import_module
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from rgzlabel.learning.dispatch import enqueue, queue_for
@@ -30,6 +30,9 @@ SERVICES: dict[str, str] = {
     Job.Kind.INGEST: "rgzlabel.catalog.services:ingest_job",
     Job.Kind.EMBED: "rgzlabel.learning.services:embed_job",
     Job.Kind.PRETRAIN: "rgzlabel.learning.services:pretrain_job",
+    Job.Kind.RETRAIN: "rgzlabel.learning.services:retrain_job",
+    Job.Kind.REFRESH: "rgzlabel.learning.services:refresh_queue_job",
+    Job.Kind.EVALUATE: "rgzlabel.learning.services:evaluate_job",
 }
 
 
@@ -44,16 +47,35 @@ WORKER_SHUTDOWN = threading.Event()
 
 
 def create_job(kind: str, params: dict[str, Any] | None = None, *, user: AbstractBaseUser | None = None) -> Job:
-    """Record a job and queue it for a worker (after the surrounding transaction commits)."""
-    with transaction.atomic():
-        job = Job.objects.create(
-            kind=kind,
-            params=params or {},
-            queue=queue_for(kind),
-            triggered_by=user if user is not None and user.is_authenticated else None,
-        )
-        enqueue(job)
+    """Record a job and queue it for a worker (after the surrounding transaction commits).
+
+    For kinds of which only one may be active (``Job.SINGLETON_KINDS``), a trigger while
+    one is queued or running returns that job instead: the database's constraint decides,
+    so two simultaneous triggers make one job.
+    """
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                kind=kind,
+                params=params or {},
+                queue=queue_for(kind),
+                triggered_by=user if user is not None and user.is_authenticated else None,
+            )
+            enqueue(job)
+    except IntegrityError:
+        existing = Job.objects.filter(kind=kind, state__in=Job.ACTIVE_STATES).first()
+        if existing is None:  # it finished between our insert and this read: try once more
+            return create_job(kind, params, user=user)
+        existing.joined = True  # type: ignore[attr-defined]
+        return existing
     return job
+
+
+def rerun_job(job: Job, *, user: AbstractBaseUser | None = None) -> Job:
+    """Queue a new job with the same kind and parameters as a finished one."""
+    if job.is_active:
+        raise ValueError(f"{job} is still {job.state}; cancel it first")
+    return create_job(job.kind, {**job.params, "rerun_of": job.pk}, user=user)
 
 
 def request_cancel(job: Job) -> bool:

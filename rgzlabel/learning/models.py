@@ -58,13 +58,20 @@ class EmbeddingSet(models.Model):
 
 
 class ClassifierVersion(models.Model):
-    """A few-label classifier trained on an embedding set, with its evaluation."""
+    """A few-label classifier trained on an embedding set, with its evaluation.
+
+    Only an evaluated classifier is promoted to active (``promote_classifier``); admins
+    may roll back by promoting an earlier version.
+    """
 
     embedding_set = models.ForeignKey(EmbeddingSet, on_delete=models.PROTECT, related_name="classifiers")
+    classes = models.JSONField(default=list, help_text="class keys, in the order of the probability columns")
     n_labels = models.PositiveIntegerField()
+    labels_until = models.DateTimeField(null=True, blank=True, help_text="newest consensus label it learned from")
     metrics = models.JSONField(default=dict, blank=True)
     path = models.CharField(max_length=1024, blank=True)
     is_active = models.BooleanField(default=False)
+    promoted_at = models.DateTimeField(null=True, blank=True)
     job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -85,6 +92,9 @@ class Job(models.Model):
         INGEST = "ingest", "ingest images"
         EMBED = "embed", "embed the pool"
         PRETRAIN = "pretrain", "pretrain the encoder"
+        RETRAIN = "retrain", "retrain the classifier"
+        REFRESH = "refresh", "refresh the labelling queue"
+        EVALUATE = "evaluate", "evaluate a classifier"
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -94,6 +104,9 @@ class Job(models.Model):
         CANCELLED = "cancelled"
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+    #: Kinds of which at most one may be queued or running at a time (a database constraint):
+    #: two triggers at once produce one job.
+    SINGLETON_KINDS = (Kind.PRETRAIN, Kind.RETRAIN, Kind.REFRESH)
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
@@ -119,6 +132,13 @@ class Job(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["kind", "state"], name="job_kind_state_idx")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=Q(state__in=["queued", "running"]) & Q(kind__in=["pretrain", "retrain", "refresh"]),
+                name="one_active_job_per_singleton_kind",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} #{self.pk} ({self.state})"
@@ -133,3 +153,58 @@ class Job(models.Model):
             return None
         end = self.finished_at or self.heartbeat_at or self.started_at
         return (end - self.started_at).total_seconds()
+
+
+class QueuePolicy(models.Model):
+    """How the labelling queue of a workflow is ranked: an ``ml.policies`` policy and its parameters."""
+
+    workflow = models.OneToOneField("labelling.Workflow", on_delete=models.CASCADE, related_name="queue_policy")
+    policy = models.CharField(max_length=32, default="margin")
+    params = models.JSONField(default=dict, blank=True, help_text="the policy's own parameters")
+    queue_length = models.PositiveIntegerField(default=1000, help_text="subjects ranked at each refresh")
+    seed = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.policy} for {self.workflow}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from ml.policies import PolicyConfigError, policy_parameters
+
+        try:
+            known = policy_parameters(self.policy)
+        except PolicyConfigError as exc:
+            raise ValidationError({"policy": str(exc)}) from exc
+        unknown = sorted(set(self.params) - set(known))
+        if unknown:
+            raise ValidationError({"params": f"{self.policy} takes {sorted(known) or 'no parameters'}, not {unknown}"})
+
+
+class LoopSettings(models.Model):
+    """When the learning loop runs by itself; read by beat's tick every minute, so edits apply at once."""
+
+    retrain_min_new_labels = models.PositiveIntegerField(
+        default=20, help_text="retrain once this many new consensus labels exist"
+    )
+    retrain_every_minutes = models.PositiveIntegerField(
+        default=60, help_text="retrain at least this often while new labels exist (0: only by count)"
+    )
+    pretrain_growth_fraction = models.FloatField(
+        default=0.25, help_text="pretrain again when the pool grew by this fraction since the last encoder (0: never)"
+    )
+    pretrain_preset = models.CharField(max_length=32, default="cpu-quick")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "loop settings"
+
+    def __str__(self) -> str:
+        return "learning-loop settings"
+
+    @classmethod
+    def current(cls) -> LoopSettings:
+        settings, _ = cls.objects.get_or_create(pk=1)
+        return settings
