@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
-from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
+from rgzlabel.learning.jobs import request_cancel, rerun_job
+from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job, LoopSettings, QueuePolicy
+from rgzlabel.learning.services import promote_classifier
 
 
 @admin.register(Job)
@@ -8,8 +10,41 @@ class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "state", "progress", "message", "triggered_by", "created_at", "finished_at")
     list_filter = ("kind", "state")
     readonly_fields = ("celery_task_id", "created_at", "started_at", "heartbeat_at", "finished_at", "traceback")
+    actions = ["cancel", "run_again"]
+
+    @admin.action(description="Cancel the selected jobs (running ones stop at their next step)")
+    def cancel(self, request, queryset):
+        cancelled = sum(request_cancel(job) for job in queryset)
+        self.message_user(request, f"Asked {cancelled} job(s) to stop.")
+
+    @admin.action(description="Run the selected finished jobs again")
+    def run_again(self, request, queryset):
+        for job in queryset:
+            try:
+                new = rerun_job(job, user=request.user)
+            except ValueError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+            else:
+                self.message_user(request, f"Queued job {new.pk} (a re-run of {job.pk}).")
+
+
+@admin.register(ClassifierVersion)
+class ClassifierVersionAdmin(admin.ModelAdmin):
+    list_display = ("id", "n_labels", "is_active", "created_at", "promoted_at")
+    actions = ["promote"]
+
+    @admin.action(description="Make the selected classifier active (roll back or forward)")
+    def promote(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one classifier.", level=messages.ERROR)
+            return
+        try:
+            promote_classifier(queryset.get())
+        except ValueError as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
 
 
 admin.site.register(EncoderVersion)
 admin.site.register(EmbeddingSet)
-admin.site.register(ClassifierVersion)
+admin.site.register(QueuePolicy)
+admin.site.register(LoopSettings)

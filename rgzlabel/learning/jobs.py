@@ -71,11 +71,11 @@ def create_job(kind: str, params: dict[str, Any] | None = None, *, user: Abstrac
     return job
 
 
-def rerun_job(job: Job, *, user: AbstractBaseUser | None = None) -> Job:
-    """Queue a new job with the same kind and parameters as a finished one."""
+def rerun_job(job: Job, *, params: dict[str, Any] | None = None, user: AbstractBaseUser | None = None) -> Job:
+    """Queue a new job with the kind and parameters of a finished one (``params`` override some)."""
     if job.is_active:
         raise ValueError(f"{job} is still {job.state}; cancel it first")
-    return create_job(job.kind, {**job.params, "rerun_of": job.pk}, user=user)
+    return create_job(job.kind, {**job.params, **(params or {}), "rerun_of": job.pk}, user=user)
 
 
 def request_cancel(job: Job) -> bool:

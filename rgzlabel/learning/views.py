@@ -1,17 +1,92 @@
+"""Staff pages for the learning loop: trigger, watch, cancel and re-run jobs; promote classifiers."""
+
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
 
-from rgzlabel.learning.models import Job
+from rgzlabel.learning.dispatch import BrokerUnavailable
+from rgzlabel.learning.forms import TriggerForm
+from rgzlabel.learning.jobs import create_job, request_cancel, rerun_job
+from rgzlabel.learning.models import ClassifierVersion, Job
+from rgzlabel.learning.services import promote_classifier
 
 
 @staff_member_required
 @require_GET
 def job_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "learning/jobs.html", {"jobs": Job.objects.select_related("triggered_by")[:100]})
+    return render(
+        request,
+        "learning/jobs.html",
+        {
+            "jobs": Job.objects.select_related("triggered_by")[:100],
+            "form": TriggerForm(),
+            "classifiers": ClassifierVersion.objects.select_related("embedding_set")[:20],
+        },
+    )
+
+
+@staff_member_required
+@require_POST
+def trigger(request: HttpRequest) -> HttpResponse:
+    form = TriggerForm(request.POST)
+    if not form.is_valid():
+        for field, errors in form.errors.items():
+            messages.error(request, f"{field}: {' '.join(errors)}")
+        return redirect("learning:jobs")
+    try:
+        job = create_job(form.cleaned_data["kind"], form.cleaned_data["params"], user=request.user)
+    except BrokerUnavailable as exc:
+        messages.error(request, str(exc))
+        return redirect("learning:jobs")
+    if getattr(job, "joined", False):
+        messages.info(request, f"{job.get_kind_display()} is already {job.state} (job {job.pk}); not queued twice.")
+    return redirect("learning:job", job_id=job.pk)
+
+
+@staff_member_required
+@require_GET
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    return render(request, "learning/job.html", {"job": get_object_or_404(Job, pk=job_id)})
+
+
+@staff_member_required
+@require_POST
+def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    if request_cancel(job):
+        messages.info(request, f"Asked job {job.pk} to stop; it stops at its next step.")
+    else:
+        messages.error(request, f"Job {job.pk} is {job.state}: nothing to cancel.")
+    return redirect("learning:job", job_id=job.pk)
+
+
+@staff_member_required
+@require_POST
+def rerun(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    try:
+        new = rerun_job(job, user=request.user)
+    except (ValueError, BrokerUnavailable) as exc:
+        messages.error(request, str(exc))
+        return redirect("learning:job", job_id=job.pk)
+    return redirect("learning:job", job_id=new.pk)
+
+
+@staff_member_required
+@require_POST
+def promote(request: HttpRequest, classifier_id: int) -> HttpResponse:
+    classifier = get_object_or_404(ClassifierVersion, pk=classifier_id)
+    try:
+        promote_classifier(classifier)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Classifier {classifier.pk} is now active.")
+    return redirect("learning:jobs")
 
 
 @require_GET

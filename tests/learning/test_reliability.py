@@ -1,0 +1,169 @@
+"""The loop on the real stack: a real worker process, cancelled jobs, a worker killed mid-job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rgzlabel.learning.dispatch import celery_client
+from rgzlabel.learning.jobs import create_job, fail_lost_jobs, rerun_job
+from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
+from tests.conftest import ROOT, _database_url, wait_for_job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+
+LONG_PRETRAINING = {"preset": "tiny", "overrides": {"max_steps": 100_000, "epochs": 10_000}}
+
+
+def wait_until(predicate, timeout_s: float = 120.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def is_training(job_id: int) -> bool:
+    job = Job.objects.get(pk=job_id)
+    return job.state == Job.State.RUNNING and job.metrics.get("step", 0) >= 1
+
+
+def test_an_admin_cancels_a_running_pretraining(celery_worker, make_source) -> None:
+    for _ in range(8):
+        make_source()
+    job = create_job(Job.Kind.PRETRAIN, LONG_PRETRAINING)
+    wait_until(lambda: is_training(job.pk), what="the pretraining to start")
+
+    from rgzlabel.learning.jobs import request_cancel
+
+    assert request_cancel(Job.objects.get(pk=job.pk))
+    job = wait_for_job(job.pk, celery_worker, timeout_s=60)
+
+    assert job.state == Job.State.CANCELLED
+    assert job.finished_at is not None and job.error == ""
+    assert not EncoderVersion.objects.exists()
+
+
+def test_a_worker_killed_mid_job_never_leaves_it_running(celery_worker, make_source, settings, tmp_path) -> None:
+    from django.db import connection
+
+    for _ in range(8):
+        make_source()
+    embedding_set = EmbeddingSet.objects.create(method="pca", path="/unused", n_sources=8, dim=2, is_active=True)
+    active = ClassifierVersion.objects.create(
+        embedding_set=embedding_set, n_labels=4, metrics={"evaluated": True}, is_active=True
+    )
+    # A worker of its own on a queue of its own, in its own process group so that the
+    # kill takes its pool process too, exactly as the OOM killer or a lost machine would.
+    queue = f"kill-test-{os.getpid()}"
+    env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict))
+    log = open(tmp_path / "doomed-worker.log", "wb")  # noqa: SIM115 - closed below
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-c", "1",
+         "--without-gossip", "--without-mingle", "-n", f"doomed-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        job = Job.objects.create(kind=Job.Kind.PRETRAIN, params=LONG_PRETRAINING, queue=queue)
+        celery_client().send_task("rgzlabel.run_job", args=[job.pk], queue=queue)
+        wait_until(lambda: is_training(job.pk), what="the doomed worker to start training")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        doomed.wait(timeout=30)
+    finally:
+        if doomed.poll() is None:
+            os.killpg(doomed.pid, signal.SIGKILL)
+        log.close()
+
+    assert Job.objects.get(pk=job.pk).state == Job.State.RUNNING  # nobody could say otherwise yet
+    settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S = 2
+    time.sleep(2.5)
+    assert fail_lost_jobs() == 1  # what beat's sweep does every minute
+
+    lost = Job.objects.get(pk=job.pk)
+    assert lost.state == Job.State.FAILED and "worker lost" in lost.error
+    assert ClassifierVersion.objects.get(is_active=True) == active
+    assert not EncoderVersion.objects.exists()
+
+    again = wait_for_job(rerun_job(lost, params={"overrides": {"max_steps": 2}}).pk, celery_worker)
+    assert again.state == Job.State.SUCCEEDED, again.error + again.traceback
+    assert EncoderVersion.objects.filter(job=again).exists()
+
+
+def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> None:
+    """Ingest real images, pretrain, embed, label, retrain, refresh: a new active classifier and a new queue."""
+    from itertools import islice
+
+    from ml.datasets import mirabest_confident, read_mirabest
+
+    from rgzlabel.catalog.services import ingest_records
+    from rgzlabel.labelling.models import Subject
+    from rgzlabel.labelling.services import default_workflow, record_classification, sync_subjects
+
+    workflow = default_workflow()
+    workflow.retire_after, workflow.gold_rate_start, workflow.gold_rate_min = 3, 0.0, 0.0
+    workflow.save()
+    records = mirabest_confident(read_mirabest(shared_data / "mirabest" / "MiraBest_F_batches.tar.gz"))
+    fri = [r for r in records if r.label == "FRI"][:20]
+    frii = [r for r in records if r.label == "FRII"][:20]
+    report = ingest_records(fri + frii)
+    assert report.ingested + report.merged == 40, report.errors
+    sync_subjects(workflow)
+
+    pretrain = create_job(Job.Kind.PRETRAIN, {"preset": "tiny", "overrides": {"max_steps": 3}})
+    assert wait_for_job(pretrain.pk, celery_worker).state == Job.State.SUCCEEDED
+    embed = wait_for_job(Job.objects.get(pk=pretrain.pk).result["embed_job"], celery_worker)
+    assert embed.state == Job.State.SUCCEEDED, embed.error
+    cold = wait_for_job(embed.result["next_job"], celery_worker)  # no labels yet: the cold-start ranking
+    assert cold.state == Job.State.SUCCEEDED and cold.result["policy"] == "typical_clusters", cold.error
+    cold_queue = list(Subject.objects.filter(retired_at__isnull=True).order_by("-priority", "id").values_list("source_id", flat=True))
+
+    volunteers = [django_user_model.objects.create_user(f"e2e{i}") for i in range(3)]
+    labelled = {s.pk: label for s, label in _sources_with_labels(fri[:8] + frii[:8])}
+    for source_id, label in labelled.items():
+        for volunteer in volunteers:
+            record_classification(volunteer, source_id, label, workflow)
+
+    retrain = wait_for_job(create_job(Job.Kind.RETRAIN).pk, celery_worker)
+    assert retrain.state == Job.State.SUCCEEDED, retrain.error + retrain.traceback
+    refresh = wait_for_job(retrain.result["refresh_job"], celery_worker)
+    assert refresh.state == Job.State.SUCCEEDED, refresh.error
+
+    classifier = ClassifierVersion.objects.get(is_active=True)
+    assert classifier.n_labels == 16 and classifier.embedding_set.encoder.job_id == pretrain.pk
+    new_queue = list(Subject.objects.filter(retired_at__isnull=True).order_by("-priority", "id").values_list("source_id", flat=True))
+    assert set(new_queue) == set(cold_queue) - set(labelled)
+    assert new_queue != [s for s in cold_queue if s not in labelled]  # the policy re-ranked it
+
+
+def _sources_with_labels(records):
+    from rgzlabel.catalog.models import Provenance
+
+    for record in records:
+        provenance = Provenance.objects.get(dataset=record.dataset, external_id=record.extra.get("external_id", record.name))
+        yield provenance.source, record.label
+
+
+def test_simultaneous_retrain_triggers_make_one_job() -> None:
+    # No worker consumes the job here: a fast failure would let a late trigger start a second.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    def trigger(_):
+        try:
+            return create_job(Job.Kind.RETRAIN).pk
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(pool.map(trigger, range(8)))
+
+    assert Job.objects.filter(kind=Job.Kind.RETRAIN).count() == 1
+    assert ids == set(Job.objects.filter(kind=Job.Kind.RETRAIN).values_list("pk", flat=True))
