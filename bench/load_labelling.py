@@ -224,8 +224,10 @@ def main() -> None:
             f"| {endpoint} | {len(values)} | {len(values) / elapsed:.0f} | {p50:.1f} | {p95:.1f} | {p99:.1f} "
             f"| {tally.errors[endpoint]} |"
         )
-    print(f"\nvotes/s: {tally.created_votes / elapsed:.0f}; acknowledged new votes {tally.created_votes}, "
-          f"stored {stored}, distinct (volunteer, source) {pairs}, lost {tally.created_votes - stored}")
+    print(
+        f"\nvotes/s: {tally.created_votes / elapsed:.0f}; acknowledged new votes {tally.created_votes}, "
+        f"stored {stored}, distinct (volunteer, source) {pairs}, lost {tally.created_votes - stored}"
+    )
 
 
 if __name__ == "__main__":

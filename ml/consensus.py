@@ -71,7 +71,9 @@ def posterior(answers: list[int], confusions: list[np.ndarray], class_prior: np.
     return post / post.sum()
 
 
-def dawid_skene(votes: Votes, *, iterations: int = 50, tolerance: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dawid_skene(
+    votes: Votes, *, iterations: int = 50, tolerance: float = 1e-6
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit Dawid-Skene by EM, starting from the majority vote.
 
     Returns:

@@ -21,7 +21,11 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("gpu"))
 app.conf.beat_schedule = {
     "sweep-lost-jobs": {"task": "rgzlabel.sweep_lost_jobs", "schedule": 60.0, "options": {"queue": "default"}},
-    "learning-tick": {"task": "rgzlabel.learning_tick", "schedule": 60.0, "options": {"queue": "default", "expires": 60}},
+    "learning-tick": {
+        "task": "rgzlabel.learning_tick",
+        "schedule": 60.0,
+        "options": {"queue": "default", "expires": 60},
+    },
     "recompute-consensus": {
         "task": "rgzlabel.recompute_consensus",
         "schedule": 600.0,

@@ -28,7 +28,9 @@ def recompute_consensus() -> dict[str, Any]:
     from rgzlabel.labelling.services import recompute_consensus as recompute
 
     reports = {w.slug: recompute(w) for w in Workflow.objects.filter(is_active=True)}
-    return {slug: {"subjects": r.subjects, "volunteers": r.volunteers, "changed": r.changed} for slug, r in reports.items()}
+    return {
+        slug: {"subjects": r.subjects, "volunteers": r.volunteers, "changed": r.changed} for slug, r in reports.items()
+    }
 
 
 @app.task(name="rgzlabel.learning_tick", soft_time_limit=120)

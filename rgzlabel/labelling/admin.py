@@ -8,7 +8,10 @@ class WorkflowAdmin(admin.ModelAdmin):
     list_display = ("name", "slug", "retire_after", "retire_on_agreement", "expert_workflow", "is_active")
     fieldsets = [
         (None, {"fields": ("name", "slug", "classes", "is_active", "experts_only")}),
-        ("Retirement", {"fields": ("retire_after", "retire_on_agreement", "disagreement_threshold", "expert_workflow")}),
+        (
+            "Retirement",
+            {"fields": ("retire_after", "retire_on_agreement", "disagreement_threshold", "expert_workflow")},
+        ),
         ("Serving", {"fields": ("redundancy", "undo_window_s")}),
         ("Gold standard", {"fields": ("gold_rate_start", "gold_rate_min", "gold_halving")}),
     ]

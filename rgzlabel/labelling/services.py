@@ -62,7 +62,9 @@ def default_workflow() -> Workflow:
 def sync_subjects(workflow: Workflow | None = None) -> int:
     """Give every source with a cutout a subject in ``workflow`` (default: the main one)."""
     workflow = workflow or default_workflow()
-    missing = Source.objects.filter(cutout__isnull=False).exclude(subjects__workflow=workflow).values_list("id", flat=True)
+    missing = (
+        Source.objects.filter(cutout__isnull=False).exclude(subjects__workflow=workflow).values_list("id", flat=True)
+    )
     created = 0
     batch: list[Subject] = []
     for source_id in missing.iterator(chunk_size=5000):
@@ -112,9 +114,7 @@ GOLD_FEEDBACK = {
 }
 
 
-def seed_gold_from_catalogue(
-    workflow: Workflow, *, dataset: str = "griese", per_class: int = 20, seed: int = 0
-) -> int:
+def seed_gold_from_catalogue(workflow: Workflow, *, dataset: str = "griese", per_class: int = 20, seed: int = 0) -> int:
     """Make gold labels from an expert catalogue's labels (provenance), a few per class."""
     import random
 
@@ -128,7 +128,9 @@ def seed_gold_from_catalogue(
             .values_list("source_id", flat=True)
         )
         for source_id in random.Random(f"{seed}:{key}").sample(candidates, min(per_class, len(candidates))):
-            GoldLabel.objects.create(workflow=workflow, source_id=source_id, label=key, feedback=GOLD_FEEDBACK.get(key, ""))
+            GoldLabel.objects.create(
+                workflow=workflow, source_id=source_id, label=key, feedback=GOLD_FEEDBACK.get(key, "")
+            )
             created += 1
     sync_subjects(workflow)  # retires the new gold sources from the consensus queue
     return created
@@ -226,15 +228,17 @@ def release(volunteer: AbstractBaseUser, source_id: int, workflow: Workflow) -> 
 # --- voting ---------------------------------------------------------------------------------------
 def check_rate(volunteer: AbstractBaseUser) -> None:
     limit = settings.RGZ_VOTES_PER_MINUTE
-    if limit and Classification.objects.filter(
-        volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1)
-    ).count() >= limit:
+    if (
+        limit
+        and Classification.objects.filter(
+            volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1)
+        ).count()
+        >= limit
+    ):
         raise RateLimited(f"slow down: at most {limit} votes a minute")
 
 
-def record_classification(
-    volunteer: AbstractBaseUser, source_id: int, label: str, workflow: Workflow
-) -> VoteOutcome:
+def record_classification(volunteer: AbstractBaseUser, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
     """Record one vote; count it, update consensus and retire the subject, all atomically.
 
     A repeated submission for the same source returns the vote already stored (answered as
@@ -442,7 +446,9 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
 
     keys = workflow.class_keys
     rows = list(
-        Classification.objects.filter(workflow=workflow, is_gold=False).values_list("source_id", "volunteer_id", "label")
+        Classification.objects.filter(workflow=workflow, is_gold=False).values_list(
+            "source_id", "volunteer_id", "label"
+        )
     )
     report = ConsensusReport()
     if not rows:
@@ -516,9 +522,10 @@ def model_effect(volunteer: AbstractBaseUser) -> str:
     from rgzlabel.learning.models import ClassifierVersion
 
     first_vote = (
-        Classification.objects.filter(volunteer=volunteer, is_gold=False).order_by("created_at").values_list(
-            "created_at", flat=True
-        ).first()
+        Classification.objects.filter(volunteer=volunteer, is_gold=False)
+        .order_by("created_at")
+        .values_list("created_at", flat=True)
+        .first()
     )
     if first_vote is None:
         return ""
@@ -527,8 +534,8 @@ def model_effect(volunteer: AbstractBaseUser) -> str:
     after = evaluated.filter(created_at__gt=first_vote).order_by("-created_at").first()
     if before is None or after is None:
         return ""
+    start, now = 100 * before.metrics["accuracy"], 100 * after.metrics["accuracy"]
     return (
         f"Since your first vote the model has been retrained on {after.n_labels} consensus labels, yours among "
-        f"them: its accuracy moved from {100 * before.metrics['accuracy']:.0f} % to {100 * after.metrics['accuracy']:.0f} %."
+        f"them: its accuracy moved from {start:.0f} % to {now:.0f} %."
     )
-

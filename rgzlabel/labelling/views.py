@@ -87,7 +87,9 @@ def start_as_guest(request: HttpRequest) -> HttpResponse:
 def label(request: HttpRequest) -> HttpResponse:
     workflow = services.default_workflow()
     if not request.user.is_authenticated:
-        return render(request, "labelling/start.html", {"workflow": workflow, "allow_guests": settings.RGZ_ALLOW_GUESTS})
+        return render(
+            request, "labelling/start.html", {"workflow": workflow, "allow_guests": settings.RGZ_ALLOW_GUESTS}
+        )
     served = services.next_subject(request.user, workflow)
     profile = services.profile_of(request.user)
     return render(

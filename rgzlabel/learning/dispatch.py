@@ -68,9 +68,7 @@ def enqueue(job: Job) -> None:
         except (OperationalError, OSError) as exc:
             message = f"Cannot queue {job}: the broker ({settings.BROKER_DESCRIPTION}) is unreachable: {exc}"
             logger.error(message)
-            Job.objects.filter(pk=job.pk).update(
-                state=Job.State.FAILED, error=message, finished_at=timezone.now()
-            )
+            Job.objects.filter(pk=job.pk).update(state=Job.State.FAILED, error=message, finished_at=timezone.now())
             raise BrokerUnavailable(message) from exc
         Job.objects.filter(pk=job.pk).update(celery_task_id=result.id)
 

@@ -24,5 +24,5 @@ class TriggerForm(forms.Form):
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
         if not isinstance(value, dict):
-            raise forms.ValidationError("parameters must be a JSON object, e.g. {\"preset\": \"tiny\"}")
+            raise forms.ValidationError('parameters must be a JSON object, e.g. {"preset": "tiny"}')
         return value

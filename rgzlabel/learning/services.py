@@ -125,7 +125,6 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     from ml.checkpoint import save_checkpoint
     from ml.config import config_to_dict, get_config
     from ml.train import TrainingProgress, pretrain
-
     from rgzlabel.learning.jobs import create_job
 
     config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
@@ -266,7 +265,6 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
 
     from ml.classifier import fit_classifier, fit_ensemble
     from ml.embed import read_embeddings
-
     from rgzlabel.labelling.services import default_workflow
     from rgzlabel.learning.jobs import create_job
 
@@ -331,7 +329,9 @@ def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]
 
     n_splits = max(2, min(3, int(np.bincount(train_y).min())))
     predicted = np.empty_like(train_y)
-    for fold, (train, test) in enumerate(StratifiedKFold(n_splits, shuffle=True, random_state=0).split(train_x, train_y)):
+    for fold, (train, test) in enumerate(
+        StratifiedKFold(n_splits, shuffle=True, random_state=0).split(train_x, train_y)
+    ):
         predicted[test] = fit_classifier(train_x[train], train_y[train], seed=fold).predict(train_x[test])
     truth_labels = [classes[i] for i in train_y]
 
@@ -346,7 +346,6 @@ def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]
 def evaluate_job(job: Job, context: JobContext) -> dict[str, Any]:
     """Re-evaluate a classifier version on today's gold set (``params = {"classifier": id}``)."""
     from ml.embed import read_embeddings
-
     from rgzlabel.labelling.services import default_workflow
 
     classifier = ClassifierVersion.objects.select_related("embedding_set").get(pk=job.params["classifier"])
@@ -361,7 +360,10 @@ def evaluate_job(job: Job, context: JobContext) -> dict[str, Any]:
     ClassifierVersion.objects.filter(pk=classifier.pk).update(
         metrics={**classifier.metrics, **metrics, "evaluated": True, "evaluated_on": "gold"}
     )
-    return {"summary": f"classifier {classifier.pk}: accuracy {metrics['accuracy']:.1%} on {len(gold_ids)} gold", **metrics}
+    return {
+        "summary": f"classifier {classifier.pk}: accuracy {metrics['accuracy']:.1%} on {len(gold_ids)} gold",
+        **metrics,
+    }
 
 
 # --- the labelling queue --------------------------------------------------------------------------
@@ -381,7 +383,6 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
     """
     from ml.embed import read_embeddings
     from ml.policies import COLD_START_POLICY, policy_inputs, rank
-
     from rgzlabel.labelling.models import Subject
     from rgzlabel.labelling.services import default_workflow
 
@@ -429,7 +430,9 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
     priorities = {int(pool_ids[i]): 1.0 - position / len(ranked) for position, i in enumerate(ranked)}
     with transaction.atomic():
         Subject.objects.filter(workflow=workflow, retired_at__isnull=True).exclude(priority=0).update(priority=0)
-        subjects = list(Subject.objects.filter(workflow=workflow, source_id__in=list(priorities)).only("id", "source_id"))
+        subjects = list(
+            Subject.objects.filter(workflow=workflow, source_id__in=list(priorities)).only("id", "source_id")
+        )
         for subject in subjects:
             subject.priority = priorities[subject.source_id]
         Subject.objects.bulk_update(subjects, ["priority"], batch_size=2000)
@@ -494,6 +497,10 @@ def learning_tick() -> dict[str, Any]:
             actions["retrain_job"] = create_job(Job.Kind.RETRAIN).pk
     encoder = EncoderVersion.objects.first()
     pool = Cutout.objects.count()
-    if loop.pretrain_growth_fraction and encoder is not None and pool >= encoder.n_images * (1 + loop.pretrain_growth_fraction):
+    if (
+        loop.pretrain_growth_fraction
+        and encoder is not None
+        and pool >= encoder.n_images * (1 + loop.pretrain_growth_fraction)
+    ):
         actions["pretrain_job"] = create_job(Job.Kind.PRETRAIN, {"preset": loop.pretrain_preset}).pk
     return actions

@@ -24,7 +24,9 @@ def test_a_volunteer_signs_up_and_labels_with_the_keyboard(live_server, page, sc
 
     sources = [make_source() for _ in range(8)]
     gold = sources[0]
-    GoldLabel.objects.create(workflow=workflow, source=gold, label="FRII", feedback="Note the hotspots at the lobe ends.")
+    GoldLabel.objects.create(
+        workflow=workflow, source=gold, label="FRII", feedback="Note the hotspots at the lobe ends."
+    )
     Subject.objects.filter(source=gold).update(retired_at=timezone.now(), retire_reason="gold")
     workflow.gold_rate_start = workflow.gold_rate_min = 1.0  # the first subject served is the gold one
     workflow.save()

@@ -33,7 +33,12 @@ def test_a_guest_keeps_their_votes_when_signing_up(client, make_source, django_u
 
     response = client.post(
         reverse("signup"),
-        {"username": "carol", "email": "carol@example.org", "password1": "radio lobes 1420", "password2": "radio lobes 1420"},
+        {
+            "username": "carol",
+            "email": "carol@example.org",
+            "password1": "radio lobes 1420",
+            "password2": "radio lobes 1420",
+        },
     )
 
     assert response.status_code == 302
@@ -112,7 +117,9 @@ def test_undo_and_skip_through_the_api(client, volunteer, make_source) -> None:
     assert client.get(reverse("labelling:api-next"), {"exclude": first.pk}).json()["source"]["id"] == second.pk
 
 
-def test_the_volunteer_page_counts_their_own_votes_only(client, volunteer, other_volunteer, make_source, workflow) -> None:
+def test_the_volunteer_page_counts_their_own_votes_only(
+    client, volunteer, other_volunteer, make_source, workflow
+) -> None:
     from rgzlabel.labelling.services import record_classification
 
     for source in [make_source() for _ in range(3)]:

@@ -73,7 +73,10 @@ def test_it_retires_after_the_workflow_vote_count(crowd, make_source, workflow) 
     workflow.retire_after = 3
     workflow.save()
     source = make_source()
-    outcomes = [record_classification(v, source.pk, label, workflow) for v, label in zip(crowd, ["FRI", "FRII", "FRI"])]
+    outcomes = [
+        record_classification(v, source.pk, label, workflow)
+        for v, label in zip(crowd, ["FRI", "FRII", "FRI"], strict=False)
+    ]
     assert [o.retired for o in outcomes] == [False, False, True]
     with pytest.raises(VoteRejected, match="already retired"):
         record_classification(crowd[3], source.pk, "FRI", workflow)
@@ -98,7 +101,7 @@ def test_disagreement_moves_the_subject_to_the_expert_workflow(crowd, make_sourc
     workflow.retire_after, workflow.disagreement_threshold, workflow.expert_workflow = 4, 0.75, experts
     workflow.save()
     clear, unclear = make_source(), make_source()
-    for volunteer, label in zip(crowd, ["FRI", "FRII", "FRI", "FRII"]):
+    for volunteer, label in zip(crowd, ["FRI", "FRII", "FRI", "FRII"], strict=False):
         record_classification(volunteer, unclear.pk, label, workflow)
     for volunteer in crowd[:4]:
         record_classification(volunteer, clear.pk, "FRI", workflow)

@@ -68,7 +68,9 @@ def test_cancel_and_rerun_from_the_job_page(client, admin_user, django_capture_o
 def test_an_admin_rolls_back_to_an_earlier_classifier(client, admin_user) -> None:
     embedding_set = EmbeddingSet.objects.create(method="pca", path="/nowhere", n_sources=1, dim=1)
     old = ClassifierVersion.objects.create(embedding_set=embedding_set, n_labels=5, metrics={"evaluated": True})
-    ClassifierVersion.objects.create(embedding_set=embedding_set, n_labels=9, metrics={"evaluated": True}, is_active=True)
+    ClassifierVersion.objects.create(
+        embedding_set=embedding_set, n_labels=9, metrics={"evaluated": True}, is_active=True
+    )
     client.force_login(admin_user)
     client.post(reverse("learning:promote", args=[old.pk]))
     assert ClassifierVersion.objects.get(is_active=True) == old

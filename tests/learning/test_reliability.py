@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -98,10 +97,8 @@ def test_a_worker_killed_mid_job_never_leaves_it_running(celery_worker, make_sou
 
 def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> None:
     """Ingest real images, pretrain, embed, label, retrain, refresh: a new active classifier and a new queue."""
-    from itertools import islice
 
     from ml.datasets import mirabest_confident, read_mirabest
-
     from rgzlabel.catalog.services import ingest_records
     from rgzlabel.labelling.models import Subject
     from rgzlabel.labelling.services import default_workflow, record_classification, sync_subjects
@@ -122,7 +119,9 @@ def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> N
     assert embed.state == Job.State.SUCCEEDED, embed.error
     cold = wait_for_job(embed.result["next_job"], celery_worker)  # no labels yet: the cold-start ranking
     assert cold.state == Job.State.SUCCEEDED and cold.result["policy"] == "typical_clusters", cold.error
-    cold_queue = list(Subject.objects.filter(retired_at__isnull=True).order_by("-priority", "id").values_list("source_id", flat=True))
+    cold_queue = list(
+        Subject.objects.filter(retired_at__isnull=True).order_by("-priority", "id").values_list("source_id", flat=True)
+    )
 
     volunteers = [django_user_model.objects.create_user(f"e2e{i}") for i in range(3)]
     labelled = {s.pk: label for s, label in _sources_with_labels(fri[:8] + frii[:8])}
@@ -137,7 +136,9 @@ def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> N
 
     classifier = ClassifierVersion.objects.get(is_active=True)
     assert classifier.n_labels == 16 and classifier.embedding_set.encoder.job_id == pretrain.pk
-    new_queue = list(Subject.objects.filter(retired_at__isnull=True).order_by("-priority", "id").values_list("source_id", flat=True))
+    new_queue = list(
+        Subject.objects.filter(retired_at__isnull=True).order_by("-priority", "id").values_list("source_id", flat=True)
+    )
     assert set(new_queue) == set(cold_queue) - set(labelled)
     assert new_queue != [s for s in cold_queue if s not in labelled]  # the policy re-ranked it
 
@@ -146,7 +147,9 @@ def _sources_with_labels(records):
     from rgzlabel.catalog.models import Provenance
 
     for record in records:
-        provenance = Provenance.objects.get(dataset=record.dataset, external_id=record.extra.get("external_id", record.name))
+        provenance = Provenance.objects.get(
+            dataset=record.dataset, external_id=record.extra.get("external_id", record.name)
+        )
         yield provenance.source, record.label
 
 

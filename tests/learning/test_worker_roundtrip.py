@@ -46,7 +46,6 @@ def test_a_failing_job_records_its_error(celery_worker) -> None:
 
 def test_pretraining_records_an_encoder_and_chains_its_embedding(celery_worker, make_source) -> None:
     from ml.checkpoint import load_checkpoint
-
     from rgzlabel.learning.models import EncoderVersion
 
     for _ in range(16):
