@@ -207,6 +207,9 @@ RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimu
 RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
 # Torch device for training and embedding: "auto" picks CUDA when the worker has it.
 RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
+# CPU threads for training and embedding in a worker (0: torch's default, all cores). bin/start
+# leaves one core to the web server so volunteers stay fast while pretraining runs.
+RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
 RGZ_CROSSMATCH_RADIUS_ARCSEC = env_float("RGZ_CROSSMATCH_RADIUS_ARCSEC", 10.0, minimum=0.0)
 RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 5, minimum=1)
 # Volunteers may start labelling before signing up (their votes stay theirs when they do).

@@ -61,6 +61,8 @@ def torch_device(context: JobContext) -> str | None:
     """The configured device (None = auto); warns in the job when training falls back to the CPU."""
     import torch
 
+    if settings.RGZ_TORCH_THREADS:
+        torch.set_num_threads(settings.RGZ_TORCH_THREADS)
     configured = settings.RGZ_TORCH_DEVICE
     if configured == "auto":
         if not torch.cuda.is_available():
