@@ -44,6 +44,10 @@ class InputKind(StrEnum):
     PNG = "png"
 
 
+#: Kinds whose records each come from their own file (the others come from one archive).
+_FILE_KINDS = frozenset({InputKind.FITS, InputKind.PNG})
+
+
 class InputError(ValueError):
     """A path that cannot be ingested at all; the message names the path and the reason."""
 
@@ -130,7 +134,7 @@ def plan_ingest(paths: Sequence[str | Path], *, kind: str | None = None) -> Inge
         try:
             plan.inputs.append(recognise_input(path, forced))
         except InputError as exc:
-            plan.rejected.append(SkippedInput(str(path), str(exc)))
+            plan.rejected.append(SkippedInput(str(path) if path is not None else "(no path)", str(exc)))
     return plan
 
 
@@ -200,9 +204,13 @@ def read_input(
             InputKind.FRDEEP: datasets.read_frdeep,
         }
         records = readers[kind](ingest_input.path)
+    archive = str(ingest_input.path or datasets.griese_package_archive()) if kind not in _FILE_KINDS else None
     for record in records:
-        if survey and isinstance(record, SourceRecord):
-            record.extra["survey"] = survey
+        if isinstance(record, SourceRecord):
+            if survey:
+                record.extra["survey"] = survey
+            if archive is not None:
+                record.extra.setdefault("path", archive)
         yield record
 
 

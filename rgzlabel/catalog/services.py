@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import re
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, reset_queries, transaction
 
 from rgzlabel.catalog.inputs import IngestPlan, InputKind, SkippedInput, plan_ingest, read_input
 from rgzlabel.catalog.models import Cutout, Provenance, Source
@@ -41,8 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-#: How many header warnings a job copies into its record (all are in each provenance).
-_JOB_WARNINGS = 20
+#: How many kinds of header warning a job copies into its record (all are in each provenance).
+_JOB_WARNING_KINDS = 20
 
 
 class NothingIngested(RuntimeError):
@@ -60,6 +62,9 @@ class IngestReport:
     failed: int = 0
     errors: list[str] = field(default_factory=list)  # one line per failed file, row or archive
     warnings: list[str] = field(default_factory=list)  # one line per ingested file with header warnings
+    # How many files had each kind of warning (file-specific details blanked), so that the
+    # same harmless problem in 10,000 headers reads as one line.
+    warning_kinds: Counter[str] = field(default_factory=Counter)
 
     @property
     def total(self) -> int:
@@ -81,7 +86,18 @@ class IngestReport:
             "failed": self.failed,
             "errors": self.errors[:200],
             "warned": len(self.warnings),
+            "warning_kinds": dict(self.warning_kinds.most_common(20)),
         }
+
+    def add_warnings(self, where: str, warnings: Sequence[str]) -> None:
+        """Record one ingested file's warnings: a line for it, and a count per kind."""
+        self.warnings.append(f"{where}: {' | '.join(warnings)}")
+        self.warning_kinds.update({_warning_kind(warning) for warning in warnings})
+
+
+def _warning_kind(warning: str) -> str:
+    """A warning without its file-specific details (quoted card text, card numbers)."""
+    return re.sub(r"\b(Card|HDU) \d+", r"\1 N", re.sub(r"'[^']*'", "'...'", warning))
 
 
 def position_name(ra_deg: float, dec_deg: float, prefix: str = "FIRST") -> str:
@@ -129,18 +145,21 @@ def _unique_name(name: str) -> str:
     return f"{name} ({suffix})"
 
 
-def _write_cutout(source: Source, cutout: np.ndarray) -> None:
+def _write_cutout(source: Source, cutout: np.ndarray, *, new_source: bool) -> None:
     from ml.thumbnail import render_thumbnail
 
-    Cutout.objects.update_or_create(
-        source=source,
-        defaults={
-            "size": cutout.shape[0],
-            "pixels": cutout.tobytes(),
-            "thumbnail_png": render_thumbnail(cutout),
-            "checksum": hashlib.sha256(cutout.tobytes()).hexdigest(),
-        },
-    )
+    pixels = cutout.tobytes()
+    fields = {
+        "size": cutout.shape[0],
+        "pixels": pixels,
+        "thumbnail_png": render_thumbnail(cutout),
+        "checksum": hashlib.sha256(pixels).hexdigest(),
+    }
+    if new_source:
+        # A plain insert: update_or_create would add a SELECT and a savepoint per file.
+        Cutout.objects.create(source=source, **fields)
+    else:
+        Cutout.objects.update_or_create(source=source, defaults=fields)
 
 
 def _jsonable_extra(value: Any) -> bool:
@@ -162,8 +181,11 @@ def _provenance_fields(record: SourceRecord, checksum: str) -> dict[str, Any]:
 
 
 def _where(record: SourceRecord) -> str:
-    """How an error or warning names a record: its file when it has one."""
-    return str(record.extra.get("path") or f"{record.dataset} {record.name}")
+    """How an error or warning names a record: its file, and its name inside an archive."""
+    path = record.extra.get("path")
+    if not path:
+        return f"{record.dataset} {record.name}"
+    return str(path) if record.dataset == InputKind.FITS else f"{path} ({record.name})"
 
 
 def ingest_record(
@@ -184,7 +206,7 @@ def ingest_record(
             Provenance.objects.filter(pk=existing.pk).update(**_provenance_fields(record, checksum))
             if existing.source.provenances.order_by("id").first() == existing:
                 # The image shown for a source comes from its first provenance.
-                _write_cutout(existing.source, cutout)
+                _write_cutout(existing.source, cutout, new_source=False)
             report.updated += 1
             return
 
@@ -192,7 +214,7 @@ def ingest_record(
         if record.ra_deg is not None and record.dec_deg is not None:
             match = index.nearest(record.ra_deg, record.dec_deg, radius_arcsec)
         if match is not None:
-            source = Source.objects.get(pk=match[0])
+            source = Source(pk=match[0])  # only its key is needed; no query
             report.merged += 1
         else:
             if record.ra_deg is not None and record.dec_deg is not None:
@@ -206,7 +228,7 @@ def ingest_record(
                 survey=survey,
                 angular_size_arcsec=record.extra.get("angular_size_arcsec"),
             )
-            _write_cutout(source, cutout)
+            _write_cutout(source, cutout, new_source=True)
             report.ingested += 1
         Provenance.objects.create(
             source=source, dataset=record.dataset, external_id=external_id, **_provenance_fields(record, checksum)
@@ -259,7 +281,10 @@ def ingest_records(
                 report.errors.append(f"{_where(record)}: {exc}")
             else:
                 if record.extra.get("warnings"):
-                    report.warnings.append(f"{_where(record)}: {'; '.join(record.extra['warnings'])}")
+                    report.add_warnings(_where(record), record.extra["warnings"])
+        # With DEBUG on, Django logs every query (cutout bytes included) until a web request
+        # ends; an ingest is not a request, so without this its memory would grow per file.
+        reset_queries()
         if on_record is not None:
             on_record(report)
     return report
@@ -309,7 +334,9 @@ def ingest_paths(paths: Sequence[str | Path], *, kind: str | None = None, **opti
     return ingest_inputs(plan_ingest(paths, kind=kind), **options)
 
 
-def ingest_dataset(name: str, path: str | None = None, *, on_record=None) -> IngestReport:
+def ingest_dataset(
+    name: str, path: str | None = None, *, on_record: Callable[[IngestReport], None] | None = None
+) -> IngestReport:
     """Ingest one of the known datasets by name (``griese``, ``mirabest``, ...), read in place.
 
     Raises:
@@ -362,7 +389,7 @@ def start_ingest_job(
 
     params = {
         "paths": [str(path) for path in paths],
-        "upload": bool(uploads),
+        "upload_folder": None,
         "dataset": dataset or None,
         "survey": survey or None,
         "radius_arcsec": radius_arcsec,
@@ -377,6 +404,10 @@ def start_ingest_job(
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
+            # Named in the parameters (not derived from the job id) so that a re-run of
+            # this job, which copies them, reads the same files.
+            job.params["upload_folder"] = str(folder)
+            job.save(update_fields=["params"])
     return job
 
 
@@ -398,26 +429,26 @@ def _save_uploads(uploads: Sequence[UploadedFile], folder: Path) -> None:
 def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
     """The Celery job behind the staff ingest page.
 
-    ``job.params``: ``paths`` (server files or folders), ``upload`` (read the job's
-    :func:`upload_folder` too), ``dataset`` (force a kind), ``survey``, ``radius_arcsec``,
-    ``allow_no_position``. An older ``path`` key is read as one more path; with no paths
-    and no upload it ingests the Griese set of the installed package.
+    ``job.params``: ``paths`` (server files or folders), ``upload_folder`` (uploaded FITS
+    files, always read as FITS), ``dataset`` (force the kind of the paths), ``survey``,
+    ``radius_arcsec``, ``allow_no_position``. An older ``path`` key is read as one more
+    path; with no paths and no uploads it ingests the Griese set of the installed package.
 
     Raises:
         NothingIngested: every input failed (the job is then marked failed).
     """
     params = job.params
     paths = [*params.get("paths", []), *([params["path"]] if params.get("path") else [])]
-    uploaded = bool(params.get("upload"))
-    plan = plan_ingest(paths, kind=params.get("dataset")) if paths or not uploaded else IngestPlan()
-    if uploaded:
-        uploads = plan_ingest([upload_folder(job.pk)], kind=InputKind.FITS)
-        plan.inputs += uploads.inputs
-        plan.rejected += uploads.rejected
+    uploads = params.get("upload_folder")
+    plan = plan_ingest(paths, kind=params.get("dataset")) if paths or not uploads else IngestPlan()
+    if uploads:
+        uploaded = plan_ingest([uploads], kind=InputKind.FITS)
+        plan.inputs += uploaded.inputs
+        plan.rejected += uploaded.rejected
     expected = plan.expected
     warned_errors = 0
 
-    def on_record(report: IngestReport) -> None:
+    def report_progress(report: IngestReport) -> None:
         nonlocal warned_errors
         # Failures are copied to the job as they happen, so an admin sees them mid-run.
         for error in report.errors[warned_errors:]:
@@ -427,22 +458,25 @@ def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
         context.progress(
             done / expected if expected else 0.0, f"{done}{f'/{expected}' if expected else ''}: {report.summary()}"
         )
+
+    def on_record(report: IngestReport) -> None:
+        report_progress(report)
         context.check_cancelled()
 
-    report = ingest_inputs(
-        plan,
-        survey=params.get("survey"),
-        radius_arcsec=params.get("radius_arcsec"),
-        allow_no_position=bool(params.get("allow_no_position")),
-        on_record=on_record,
-    )
-    on_record(report)  # paths rejected before any record was read
-    for warning in report.warnings[:_JOB_WARNINGS]:
-        context.warn(f"warning: {warning}")
-    if len(report.warnings) > _JOB_WARNINGS:
-        context.warn(f"{len(report.warnings) - _JOB_WARNINGS} more files with header warnings (in their provenance)")
+    try:
+        report = ingest_inputs(
+            plan,
+            survey=params.get("survey"),
+            radius_arcsec=params.get("radius_arcsec"),
+            allow_no_position=bool(params.get("allow_no_position")),
+            on_record=on_record,
+        )
+    finally:
+        # Even when cancelled, the sources already written (each committed) become labellable.
+        subjects_created = sync_subjects_after_ingest()
+    report_progress(report)  # paths rejected before any record was read
+    for kind, files in report.warning_kinds.most_common(_JOB_WARNING_KINDS):
+        context.warn(f"warning in {files} file(s): {kind}")
     if report.failed and report.total == report.failed:
         raise NothingIngested(f"all {report.failed} input(s) failed: {'; '.join(report.errors[:3])}")
-    result = report.as_dict()
-    result["subjects_created"] = sync_subjects_after_ingest()
-    return result
+    return {**report.as_dict(), "subjects_created": subjects_created}

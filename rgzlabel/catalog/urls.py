@@ -4,5 +4,6 @@ from rgzlabel.catalog import views
 
 app_name = "catalog"
 urlpatterns = [
+    path("ingest/", views.ingest, name="ingest"),
     path("<int:source_id>/thumbnail.png", views.thumbnail, name="thumbnail"),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.conf import settings
@@ -10,9 +11,6 @@ from tqdm import tqdm
 
 from rgzlabel.catalog.inputs import FITS_SUFFIXES, InputKind, plan_ingest
 from rgzlabel.catalog.services import IngestReport, ingest_inputs, sync_subjects_after_ingest
-
-#: Header warnings listed at the end at the default verbosity (all with -v 2).
-_WARNINGS_SHOWN = 5
 
 
 class Command(BaseCommand):
@@ -31,7 +29,7 @@ class Command(BaseCommand):
             "--radius",
             type=float,
             metavar="ARCSEC",
-            help=f"cross-match radius (default RGZ_CROSSMATCH_RADIUS_ARCSEC, now {settings.RGZ_CROSSMATCH_RADIUS_ARCSEC:g})",
+            help=f"cross-match radius (default RGZ_CROSSMATCH_RADIUS_ARCSEC={settings.RGZ_CROSSMATCH_RADIUS_ARCSEC:g})",
         )
         parser.add_argument(
             "--dataset",
@@ -54,7 +52,15 @@ class Command(BaseCommand):
             for ingest_input in plan.inputs:
                 self.stdout.write(f"reading {ingest_input}")
 
-        with tqdm(total=plan.expected, unit="file", desc="ingest", disable=verbosity == 0, dynamic_ncols=True) as bar:
+        only_files = all(ingest_input.kind is InputKind.FITS for ingest_input in plan.inputs)
+        # disable=None: no bar when stderr is not a terminal (a log file, a test).
+        with tqdm(
+            total=plan.expected,
+            unit="file" if only_files else "record",
+            desc="ingest",
+            disable=True if verbosity == 0 else None,
+            dynamic_ncols=True,
+        ) as bar:
             shown = 0
 
             def on_record(report: IngestReport) -> None:
@@ -62,7 +68,8 @@ class Command(BaseCommand):
                 bar.update(report.total - bar.n)
                 # Each failure is one line as it happens, written above the bar.
                 for error in report.errors[shown:]:
-                    bar.write(f"failed: {error}", file=self.stderr, end="")
+                    with tqdm.external_write_mode(file=sys.stderr):
+                        self.stderr.write(f"failed: {error}")
                 shown = len(report.errors)
 
             report = ingest_inputs(
@@ -83,11 +90,12 @@ class Command(BaseCommand):
     def _write_warnings(self, report: IngestReport, verbosity: int) -> None:
         if not report.warnings:
             return
-        shown = report.warnings if verbosity >= 2 else report.warnings[:_WARNINGS_SHOWN]
         self.stdout.write(
-            f"{len(report.warnings)} file(s) ingested with header warnings (kept in each provenance's extra):"
+            f"{len(report.warnings)} file(s) ingested with header warnings "
+            "(each file's list is in its provenance's extra['warnings']; -v 2 prints them):"
         )
-        for warning in shown:
-            self.stdout.write(f"  warning: {warning}")
-        if len(shown) < len(report.warnings):
-            self.stdout.write(f"  ... and {len(report.warnings) - len(shown)} more (-v 2 lists them all)")
+        for kind, files in report.warning_kinds.most_common():
+            self.stdout.write(f"  {files} file(s): {kind}")
+        if verbosity >= 2:
+            for warning in report.warnings:
+                self.stdout.write(f"  warning: {warning}")
