@@ -150,6 +150,15 @@ class GoldLabel(models.Model):
     def __str__(self) -> str:
         return f"gold {self.label} for {self.source_id}"
 
+    def save(self, *args, **kwargs) -> None:
+        """A gold source leaves the consensus queue: it is served for feedback only."""
+        from django.utils import timezone
+
+        super().save(*args, **kwargs)
+        Subject.objects.filter(workflow_id=self.workflow_id, source_id=self.source_id).exclude(
+            retire_reason="gold"
+        ).update(retired_at=timezone.now(), retire_reason="gold")
+
 
 class VolunteerProfile(models.Model):
     """What the labelling flow keeps about a volunteer beyond the Django user."""

@@ -226,16 +226,10 @@ def release(volunteer: AbstractBaseUser, source_id: int, workflow: Workflow) -> 
 
 
 # --- voting ---------------------------------------------------------------------------------------
-def check_rate(volunteer: AbstractBaseUser) -> None:
+def _within_rate(volunteer: AbstractBaseUser) -> bool:
     limit = settings.RGZ_VOTES_PER_MINUTE
-    if (
-        limit
-        and Classification.objects.filter(
-            volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1)
-        ).count()
-        >= limit
-    ):
-        raise RateLimited(f"slow down: at most {limit} votes a minute")
+    recent = Classification.objects.filter(volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1))
+    return not limit or recent.count() < limit
 
 
 def record_classification(volunteer: AbstractBaseUser, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
@@ -244,30 +238,35 @@ def record_classification(volunteer: AbstractBaseUser, source_id: int, label: st
     A repeated submission for the same source returns the vote already stored (answered as
     success), so two clicks or a retried request never count twice.
     """
-    existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
-    if existing is not None:
-        return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
     if label not in workflow.class_keys:
         raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
     if workflow.experts_only and not volunteer.is_staff:
         raise VoteRejected(f"the {workflow.name} workflow is for experts")
-    check_rate(volunteer)
-    gold = GoldLabel.objects.filter(workflow=workflow, source_id=source_id).first()
     try:
         with transaction.atomic():
+            # Lock the subject: concurrent votes on it serialise here, so its count,
+            # consensus and retirement are exact.
             subject = Subject.objects.select_for_update().filter(workflow=workflow, source_id=source_id).first()
             if subject is None:
                 raise VoteRejected(f"source {source_id} is not in the {workflow.name} workflow")
-            if gold is not None:
+            within_rate = _within_rate(volunteer)
+            if subject.retired_at is not None or not within_rate:
+                # Rare paths, kept off the common one: a repeat of a stored vote is
+                # answered as success before any refusal.
+                existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
+                if existing is not None:
+                    return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
+                if not within_rate:
+                    raise RateLimited(f"slow down: at most {settings.RGZ_VOTES_PER_MINUTE} votes a minute")
+                if subject.retire_reason != "gold":
+                    raise VoteRejected(f"{subject.source.name} is already retired: it has all the votes it needs")
+                gold = GoldLabel.objects.get(workflow=workflow, source_id=source_id)
                 outcome = _record_gold(volunteer, subject, label, gold)
             else:
-                if subject.retired_at is not None:
-                    raise VoteRejected(f"{subject.source.name} is already retired: it has all the votes it needs")
                 classification = Classification.objects.create(
                     volunteer=volunteer, source_id=source_id, workflow=workflow, label=label
                 )
-                retired = _count_vote(subject, workflow)
-                outcome = VoteOutcome(classification, created=True, retired=retired)
+                outcome = VoteOutcome(classification, created=True, retired=_count_vote(subject, workflow))
             Assignment.objects.filter(volunteer=volunteer, subject=subject).delete()
     except IntegrityError:
         # The same volunteer's other request won the race; report its vote.

@@ -186,3 +186,13 @@ def test_background_consensus_learns_volunteer_reliability(django_user_model, ma
         subject = subject_of(source, workflow)
         assert subject.weighted_label == ("FRI" if i % 2 else "FRII")
         assert subject.weighted_confidence > subject.consensus_confidence
+
+
+def test_a_repeat_of_the_vote_that_retired_a_subject_still_succeeds(volunteer, make_source, workflow) -> None:
+    workflow.retire_after = 1
+    workflow.save()
+    source = make_source()
+    first = record_classification(volunteer, source.pk, "FRI", workflow)
+    again = record_classification(volunteer, source.pk, "FRI", workflow)
+    assert first.retired and not again.created
+    assert again.classification.pk == first.classification.pk
