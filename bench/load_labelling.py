@@ -128,12 +128,19 @@ def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.
     raise RuntimeError("the server did not start within 60 s")
 
 
-def volunteer_loop(port: int, session_key: str, deadline: float, tally: Tally, seed: int) -> None:
+def volunteer_loop(
+    port: int, session_key: str, deadline: float, tally: Tally, seed: int, interval_s: float = 0.0
+) -> None:
+    """One volunteer: next, then vote, again and again; with ``interval_s`` at that pace (open loop)."""
     rng = random.Random(seed)
+    next_start = time.monotonic() + rng.random() * interval_s  # spread the volunteers' phases
     csrf = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(32))
     cookie = f"sessionid={session_key}; csrftoken={csrf}"
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     while time.monotonic() < deadline:
+        if interval_s:
+            time.sleep(max(0.0, next_start - time.monotonic()))
+            next_start += interval_s
         started = time.perf_counter()
         try:
             connection.request("GET", "/label/api/next/", headers={"Cookie": cookie})
@@ -185,6 +192,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="offered votes/s shared by the volunteers (0: as fast as possible)"
+    )
     args = parser.parse_args()
 
     # The sessions made here must be readable by the server: they share one secret key.
@@ -197,7 +207,10 @@ def main() -> None:
         deadline = time.monotonic() + args.duration
         started = time.monotonic()
         threads = [
-            threading.Thread(target=volunteer_loop, args=(args.port, key, deadline, tally, i))
+            threading.Thread(
+                target=volunteer_loop,
+                args=(args.port, key, deadline, tally, i, args.volunteers / args.rate if args.rate else 0.0),
+            )
             for i, key in enumerate(sessions)
         ]
         for thread in threads:
@@ -214,7 +227,8 @@ def main() -> None:
     stored = Classification.objects.count()
     pairs = Classification.objects.values("volunteer", "source").distinct().count()
     print()
-    print(f"{args.volunteers} volunteers, {elapsed:.1f} s, gunicorn {args.workers}x{args.threads}, PostgreSQL")
+    offered = f"offered {args.rate:.0f} votes/s" if args.rate else "closed loop, no think time"
+    print(f"{args.volunteers} volunteers ({offered}), {elapsed:.1f} s, gunicorn {args.workers}x{args.threads}, PostgreSQL")
     print("| endpoint | requests | per second | p50 ms | p95 ms | p99 ms | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for endpoint in ("next", "vote"):
