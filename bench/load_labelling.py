@@ -128,59 +128,54 @@ def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.
     raise RuntimeError("the server did not start within 60 s")
 
 
-def volunteer_loop(
-    port: int, session_key: str, deadline: float, tally: Tally, seed: int, interval_s: float = 0.0
-) -> None:
-    """One volunteer: next, then vote, again and again; with ``interval_s`` at that pace (open loop)."""
-    rng = random.Random(seed)
-    next_start = time.monotonic() + rng.random() * interval_s  # spread the volunteers' phases
-    csrf = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(32))
-    cookie = f"sessionid={session_key}; csrftoken={csrf}"
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    while time.monotonic() < deadline:
-        if interval_s:
-            time.sleep(max(0.0, next_start - time.monotonic()))
-            next_start += interval_s
-        started = time.perf_counter()
-        try:
-            connection.request("GET", "/label/api/next/", headers={"Cookie": cookie})
-            response = connection.getresponse()
-            body = response.read()
-            elapsed = time.perf_counter() - started
-            source = json.loads(body)["source"] if response.status == 200 else None
-        except (OSError, http.client.HTTPException, ValueError):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            response, elapsed, source = None, time.perf_counter() - started, None
-        with tally.lock:
-            tally.latencies["next"].append(elapsed)
-            if response is None or response.status != 200:
-                tally.errors["next"] += 1
-        if source is None:
-            if response is not None and response.status == 200:
-                return  # nothing left for this volunteer
-            continue
-        form = urlencode({"source": source["id"], "label": rng.choice(LABELS)})
-        headers = {
-            "Cookie": cookie,
-            "X-CSRFToken": csrf,
+class Volunteer:
+    """One simulated volunteer with its own keep-alive connection and session."""
+
+    def __init__(self, port: int, session_key: str, tally: Tally, seed: int):
+        self.port, self.tally = port, tally
+        self.rng = random.Random(seed)
+        self.csrf = "".join(self.rng.choice(string.ascii_letters + string.digits) for _ in range(32))
+        self.headers = {
+            "Cookie": f"sessionid={session_key}; csrftoken={self.csrf}",
+            "X-CSRFToken": self.csrf,
             "Content-Type": "application/x-www-form-urlencoded",
             "Referer": f"http://127.0.0.1:{port}/label/",
         }
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def call(self, endpoint: str, method: str, path: str, body: str | None = None) -> dict | None:
+        """One timed request; the JSON answer, or None on an error (counted in the tally)."""
         started = time.perf_counter()
         try:
-            connection.request("POST", "/label/api/vote/", body=form, headers=headers)
-            response = connection.getresponse()
-            body = response.read()
-            elapsed = time.perf_counter() - started
-            created = response.status == 200 and json.loads(body).get("created")
+            self.connection.request(method, path, body=body, headers=self.headers)
+            response = self.connection.getresponse()
+            payload = response.read()
+            answer = json.loads(payload) if response.status == 200 else None
         except (OSError, http.client.HTTPException, ValueError):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            response, elapsed, created = None, time.perf_counter() - started, False
-        with tally.lock:
-            tally.latencies["vote"].append(elapsed)
-            if response is None or response.status != 200:
-                tally.errors["vote"] += 1
-            tally.created_votes += int(bool(created))
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            answer = None
+        with self.tally.lock:
+            self.tally.latencies[endpoint].append(time.perf_counter() - started)
+            self.tally.errors[endpoint] += answer is None
+        return answer
+
+    def run(self, deadline: float, interval_s: float = 0.0) -> None:
+        """Next, then vote, again and again; with ``interval_s`` at that pace (open loop)."""
+        next_start = time.monotonic() + self.rng.random() * interval_s  # spread the volunteers' phases
+        while time.monotonic() < deadline:
+            if interval_s:
+                time.sleep(max(0.0, next_start - time.monotonic()))
+                next_start += interval_s
+            answer = self.call("next", "GET", "/label/api/next/")
+            if answer is None:
+                continue
+            if answer["source"] is None:
+                return  # nothing left for this volunteer
+            form = urlencode({"source": answer["source"]["id"], "label": self.rng.choice(LABELS)})
+            vote = self.call("vote", "POST", "/label/api/vote/", form)
+            if vote is not None and vote.get("created"):
+                with self.tally.lock:
+                    self.tally.created_votes += 1
 
 
 def main() -> None:
@@ -208,8 +203,8 @@ def main() -> None:
         started = time.monotonic()
         threads = [
             threading.Thread(
-                target=volunteer_loop,
-                args=(args.port, key, deadline, tally, i, args.volunteers / args.rate if args.rate else 0.0),
+                target=Volunteer(args.port, key, tally, seed=i).run,
+                args=(deadline, args.volunteers / args.rate if args.rate else 0.0),
             )
             for i, key in enumerate(sessions)
         ]
@@ -228,7 +223,8 @@ def main() -> None:
     pairs = Classification.objects.values("volunteer", "source").distinct().count()
     print()
     offered = f"offered {args.rate:.0f} votes/s" if args.rate else "closed loop, no think time"
-    print(f"{args.volunteers} volunteers ({offered}), {elapsed:.1f} s, gunicorn {args.workers}x{args.threads}, PostgreSQL")
+    stack = f"gunicorn {args.workers}x{args.threads}, PostgreSQL"
+    print(f"{args.volunteers} volunteers ({offered}), {elapsed:.1f} s, {stack}")
     print("| endpoint | requests | per second | p50 ms | p95 ms | p99 ms | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for endpoint in ("next", "vote"):
