@@ -98,6 +98,8 @@ class JobContext:
     _last_cancel_check: float = field(default=0.0, init=False)
     _cancelled: bool = field(default=False, init=False)
     warnings: list[str] = field(default_factory=list, init=False)
+    max_log_lines: int = 200
+    _log_lines: list[str] = field(default_factory=list, init=False)
 
     def progress(self, fraction: float, message: str = "", *, force: bool = False, **metrics: Any) -> None:
         """Record progress; writes are throttled so a fast loop does not hammer the database."""
@@ -111,6 +113,9 @@ class JobContext:
         }
         if message:
             updates["message"] = message[:512]
+            self._log_lines.append(f"{timezone.now():%H:%M:%S} {message}")
+            del self._log_lines[: -self.max_log_lines]
+            updates["log"] = "\n".join(self._log_lines)
         if metrics:
             updates["metrics"] = {k: _jsonable(v) for k, v in metrics.items()}
         Job.objects.filter(pk=self.job_id).update(**updates)

@@ -116,6 +116,7 @@ class Job(models.Model):
     metrics = models.JSONField(default=dict, blank=True, help_text="latest progress figures (loss, images/s, eta)")
     result = models.JSONField(default=dict, blank=True)
     warnings = models.JSONField(default=list, blank=True)
+    log = models.TextField(blank=True, help_text="the job's progress lines, newest last (bounded)")
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     queue = models.CharField(max_length=16, default="default")
@@ -193,6 +194,9 @@ class LoopSettings(models.Model):
     )
     pretrain_growth_fraction = models.FloatField(
         default=0.25, help_text="pretrain again when the pool grew by this fraction since the last encoder (0: never)"
+    )
+    pretrain_every_days = models.PositiveIntegerField(
+        default=0, help_text="pretrain again when the latest encoder is this many days old (0: never by age)"
     )
     pretrain_preset = models.CharField(max_length=32, default="cpu-quick")
     enabled = models.BooleanField(default=True)

@@ -498,11 +498,11 @@ def learning_tick() -> dict[str, Any]:
         if (n_new >= loop.retrain_min_new_labels or (n_new and overdue)) and enough_labels_to_train(workflow):
             actions["retrain_job"] = create_job(Job.Kind.RETRAIN).pk
     encoder = EncoderVersion.objects.first()
-    pool = Cutout.objects.count()
-    if (
-        loop.pretrain_growth_fraction
-        and encoder is not None
-        and pool >= encoder.n_images * (1 + loop.pretrain_growth_fraction)
-    ):
-        actions["pretrain_job"] = create_job(Job.Kind.PRETRAIN, {"preset": loop.pretrain_preset}).pk
+    if encoder is not None:
+        growth = loop.pretrain_growth_fraction
+        grown = growth and Cutout.objects.count() >= encoder.n_images * (1 + growth)
+        age = loop.pretrain_every_days
+        aged = age and timezone.now() - encoder.created_at >= timedelta(days=age)
+        if grown or aged:
+            actions["pretrain_job"] = create_job(Job.Kind.PRETRAIN, {"preset": loop.pretrain_preset}).pk
     return actions

@@ -152,3 +152,16 @@ def test_the_tick_pretrains_again_when_the_pool_has_grown(pool, django_capture_o
 def test_a_disabled_loop_does_nothing(pool) -> None:
     LoopSettings.objects.update_or_create(pk=1, defaults={"enabled": False})
     assert learning_tick() == {"enabled": False}
+
+
+def test_the_tick_pretrains_again_on_the_calendar(pool, django_capture_on_commit_callbacks) -> None:
+    from datetime import timedelta
+
+    loop = LoopSettings.current()
+    loop.pretrain_growth_fraction, loop.pretrain_every_days = 0, 7
+    loop.save()
+    encoder = EncoderVersion.objects.create(name="old", architecture="resnet18", checkpoint_path="x", n_images=70)
+    with django_capture_on_commit_callbacks():
+        assert "pretrain_job" not in learning_tick()
+        EncoderVersion.objects.filter(pk=encoder.pk).update(created_at=timezone.now() - timedelta(days=8))
+        assert "pretrain_job" in learning_tick()

@@ -60,6 +60,7 @@ def test_pretraining_records_an_encoder_and_chains_its_embedding(celery_worker, 
     assert len(encoder.curves["step_loss"]) == 3
     assert load_checkpoint(encoder.checkpoint_path).data.n_images == 16
     assert job.metrics["total_steps"] == 3  # progress figures reached the Job row
+    assert "step 3/3" in job.log  # and so did the progress lines, for admins to read
     embed = wait_for_job(job.result["embed_job"], celery_worker)
     assert embed.state == Job.State.SUCCEEDED, embed.error + embed.traceback
     active = EmbeddingSet.objects.get(is_active=True)
