@@ -11,5 +11,6 @@ urlpatterns = [
     path("label/", include("rgzlabel.labelling.urls")),
     path("sources/", include("rgzlabel.catalog.urls")),
     path("jobs/", include("rgzlabel.learning.urls")),
+    path("science/", include("rgzlabel.science.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,13 +1,35 @@
+"""Pages for the public home and for scientists: dashboard, embedding map, source pages."""
+
 from __future__ import annotations
 
+from functools import wraps
+
 from django.contrib.auth import get_user_model
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling.models import Classification, Subject
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
+from rgzlabel.science import services
+
+
+def scientist_required(view):
+    """Scientists (the `scientists` group) and staff only; others are sent to log in or refused."""
+    from rgzlabel.science.roles import is_scientist
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not is_scientist(request.user):
+            raise PermissionDenied("for scientists")
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 @require_GET
@@ -24,3 +46,44 @@ def home(request: HttpRequest) -> HttpResponse:
         "recent_jobs": Job.objects.exclude(state__in=Job.ACTIVE_STATES)[:5],
     }
     return render(request, "science/home.html", context)
+
+
+@scientist_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    return render(request, "science/dashboard.html", services.campaign_summary())
+
+
+@scientist_required
+@require_GET
+def plot(request: HttpRequest, name: str) -> HttpResponse:
+    if name == "accuracy":
+        png = services.accuracy_plot()
+    elif name == "loss":
+        png = services.loss_plot(EncoderVersion.objects.first())
+    else:
+        return HttpResponse(status=404)
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=60"
+    return response
+
+
+@scientist_required
+@require_GET
+def embedding_map(request: HttpRequest) -> HttpResponse:
+    return render(request, "science/map.html")
+
+
+@scientist_required
+@require_GET
+def embedding_map_data(request: HttpRequest) -> JsonResponse:
+    try:
+        return JsonResponse(services.embedding_map(request.GET.get("colour", "consensus")))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+
+
+@scientist_required
+@require_GET
+def source_page(request: HttpRequest, source_id: int) -> HttpResponse:
+    return render(request, "science/source.html", services.source_report(get_object_or_404(Source, pk=source_id)))

@@ -1,0 +1,278 @@
+"""What scientists look at: learning curves, the embedding map, similar sources, one source in full."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from rgzlabel.catalog.models import Source
+from rgzlabel.labelling.models import Classification, Subject
+from rgzlabel.labelling.services import default_workflow
+from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion
+
+#: Points drawn on the embedding map at most; a random (seeded) subset beyond that.
+MAP_POINTS = 20_000
+
+
+# --- embeddings held in memory per process -------------------------------------------------------
+@lru_cache(maxsize=2)
+def _normalised(embedding_set_id: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(source ids, unit rows) of an embedding set; cached, since a set never changes once written."""
+    from ml.embed import read_embeddings
+    from ml.similarity import normalise
+
+    stored = read_embeddings(path)
+    return np.asarray(stored.source_ids), normalise(stored.matrix)
+
+
+def active_embeddings() -> tuple[EmbeddingSet, np.ndarray, np.ndarray] | None:
+    embedding_set = EmbeddingSet.objects.filter(is_active=True).first()
+    if embedding_set is None:
+        return None
+    ids, matrix = _normalised(embedding_set.pk, embedding_set.path)
+    return embedding_set, ids, matrix
+
+
+def similar_sources(source: Source, k: int = 12) -> list[tuple[Source, float]]:
+    """The ``k`` sources nearest to ``source`` by cosine similarity of the active embeddings."""
+    from ml.similarity import top_k
+
+    active = active_embeddings()
+    if active is None:
+        return []
+    _, ids, matrix = active
+    row = np.flatnonzero(ids == source.pk)
+    if len(row) == 0:
+        return []
+    rows, scores = top_k(matrix, matrix[row[0]], k, exclude=row)
+    neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
+    return [(neighbours[int(ids[r])], float(s)) for r, s in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
+
+
+# --- one source --------------------------------------------------------------------------------------
+def survey_links(ra_deg: float, dec_deg: float) -> list[tuple[str, str]]:
+    """Cut-out services for this position: radio, and optical/infrared for the host."""
+    return [
+        ("FIRST cutout", f"https://third.ucllnl.org/cgi-bin/firstcutout?RA={ra_deg:.5f}&Dec={dec_deg:.5f}"),
+        (
+            "SkyView (FIRST, NVSS)",
+            "https://skyview.gsfc.nasa.gov/current/cgi/runquery.pl?Survey=VLA+FIRST+(1.4+GHz)&Survey=NVSS"
+            f"&Position={ra_deg:.5f},{dec_deg:.5f}&Pixels=300",
+        ),
+        ("Legacy Surveys viewer", f"https://www.legacysurvey.org/viewer?ra={ra_deg:.5f}&dec={dec_deg:.5f}&zoom=14"),
+        (
+            "SIMBAD around",
+            f"https://simbad.cds.unistra.fr/simbad/sim-coo?Coord={ra_deg:.5f}%20{dec_deg:.5f}&Radius=30&Radius.unit=arcsec",
+        ),
+    ]
+
+
+def sexagesimal(ra_deg: float, dec_deg: float) -> str:
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    return SkyCoord(ra_deg * u.deg, dec_deg * u.deg).to_string("hmsdms", precision=1)
+
+
+def predictions(source: Source, versions: int = 5) -> list[dict[str, Any]]:
+    """Each recent classifier version's probabilities for this source (newest first)."""
+    from ml.embed import read_embeddings
+    from rgzlabel.learning.services import load_classifier
+
+    rows = []
+    for classifier in ClassifierVersion.objects.select_related("embedding_set")[:versions]:
+        try:
+            stored = read_embeddings(classifier.embedding_set.path)
+            bundle = load_classifier(classifier)
+            vector = stored.vectors([source.pk])
+        except (OSError, KeyError):
+            continue  # this version never saw the source, or its files are gone
+        probabilities = bundle["model"].predict_proba(vector)[0]
+        columns = bundle["classes"][: len(probabilities)]
+        rows.append(
+            {
+                "classifier": classifier,
+                "probabilities": sorted(zip(columns, probabilities.tolist(), strict=True), key=lambda p: -p[1]),
+            }
+        )
+    return rows
+
+
+def source_report(source: Source) -> dict[str, Any]:
+    """Everything the source page shows; votes only as counts, never who cast them."""
+    workflow = default_workflow()
+    votes = Counter(Classification.objects.filter(source=source, is_gold=False).values_list("label", flat=True))
+    report: dict[str, Any] = {
+        "source": source,
+        "provenances": list(source.provenances.order_by("dataset")),
+        "subject": Subject.objects.filter(source=source, workflow=workflow).first(),
+        "votes": votes.most_common(),
+        "n_votes": sum(votes.values()),
+        "predictions": predictions(source),
+        "similar": similar_sources(source),
+    }
+    if source.ra_deg is not None and source.dec_deg is not None:
+        report["sexagesimal"] = sexagesimal(source.ra_deg, source.dec_deg)
+        report["links"] = survey_links(source.ra_deg, source.dec_deg)
+    return report
+
+
+# --- the campaign --------------------------------------------------------------------------------------
+def campaign_summary(days: int = 30) -> dict[str, Any]:
+    workflow = default_workflow()
+    subjects = Subject.objects.filter(workflow=workflow).exclude(retire_reason="gold")
+    since = timezone.now() - timedelta(days=days)
+    per_day = list(
+        Classification.objects.filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(n=Count("id"))
+        .order_by("day")
+    )
+    active = ClassifierVersion.objects.filter(is_active=True).first()
+    return {
+        "n_subjects": subjects.count(),
+        "n_retired": subjects.filter(retired_at__isnull=False).count(),
+        "n_votes": Classification.objects.count(),
+        "active_volunteers_7d": Classification.objects.filter(created_at__gte=timezone.now() - timedelta(days=7))
+        .values("volunteer")
+        .distinct()
+        .count(),
+        "votes_per_day": per_day,
+        "classifiers": list(ClassifierVersion.objects.order_by("created_at")),
+        "active_classifier": active,
+        "confusion": list(zip(active.classes, active.metrics.get("confusion", []), strict=False)) if active else [],
+        "encoder": EncoderVersion.objects.first(),
+    }
+
+
+def _figure_png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def accuracy_plot(simulated_random: dict[str, list[float]] | None = None) -> bytes:
+    """Accuracy and macro F1 of each classifier version against its number of consensus labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    versions = [c for c in ClassifierVersion.objects.order_by("n_labels") if c.metrics.get("accuracy") is not None]
+    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    if versions:
+        labels = [c.n_labels for c in versions]
+        axis.plot(labels, [100 * c.metrics["accuracy"] for c in versions], "o-", label="accuracy (gold set)")
+        axis.plot(labels, [100 * c.metrics.get("macro_f1", 0) for c in versions], "s--", label="macro F1")
+    if simulated_random:
+        axis.plot(
+            simulated_random["labels"],
+            [100 - e for e in simulated_random["error"]],
+            ":",
+            color="grey",
+            label="random sampling (simulation)",
+        )
+    axis.set_xscale("log")
+    axis.set_xlabel("consensus labels used for training")
+    axis.set_ylabel("%")
+    axis.set_title("Classifier versions")
+    axis.grid(alpha=0.3)
+    if versions or simulated_random:
+        axis.legend(loc="lower right")
+    else:
+        axis.text(0.5, 0.5, "no classifier yet", ha="center", transform=axis.transAxes)
+    png = _figure_png(figure)
+    plt.close(figure)
+    return png
+
+
+def loss_plot(encoder: EncoderVersion | None) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 3.0))
+    losses = (encoder.curves or {}).get("step_loss", []) if encoder else []
+    if losses:
+        axis.plot(np.arange(1, len(losses) + 1), losses, lw=1)
+        axis.set_xlabel("step")
+        axis.set_ylabel("BYOL loss")
+        axis.set_title(f"Pretraining of {encoder.name}")
+    else:
+        axis.text(0.5, 0.5, "no pretrained encoder yet", ha="center", transform=axis.transAxes)
+    axis.grid(alpha=0.3)
+    png = _figure_png(figure)
+    plt.close(figure)
+    return png
+
+
+def embedding_map(colour_by: str = "consensus") -> dict[str, Any]:
+    """2-D projection (PCA) of the active embeddings with a colour value per point.
+
+    The projection is computed once per embedding set and kept beside its matrix.
+    """
+    active = active_embeddings()
+    if active is None:
+        return {"points": [], "method": None}
+    embedding_set, ids, matrix = active
+    cache = Path(embedding_set.path) / "map_pca2.npy"
+    if cache.exists():
+        coords = np.load(cache)
+    else:
+        from sklearn.decomposition import PCA
+
+        coords = PCA(n_components=2, random_state=0).fit_transform(matrix).astype(np.float32)
+        np.save(cache, coords)
+    rows = np.arange(len(ids))
+    if len(rows) > MAP_POINTS:
+        rows = np.sort(np.random.default_rng(0).choice(rows, MAP_POINTS, replace=False))
+    chosen = [int(i) for i in ids[rows]]
+    values = _map_values(chosen, colour_by, embedding_set)
+    return {
+        "method": "PCA",
+        "colour_by": colour_by,
+        "points": [
+            {"id": sid, "x": round(float(coords[r, 0]), 4), "y": round(float(coords[r, 1]), 4), "v": values.get(sid)}
+            for sid, r in zip(chosen, rows, strict=True)
+        ],
+    }
+
+
+def _map_values(source_ids: list[int], colour_by: str, embedding_set: EmbeddingSet) -> dict[int, Any]:
+    if colour_by == "consensus":
+        workflow = default_workflow()
+        return dict(
+            Subject.objects.filter(workflow=workflow, source_id__in=source_ids)
+            .exclude(consensus_label="")
+            .values_list("source_id", "consensus_label")
+        )
+    if colour_by == "size":
+        return dict(
+            Source.objects.filter(pk__in=source_ids, angular_size_arcsec__isnull=False).values_list(
+                "pk", "angular_size_arcsec"
+            )
+        )
+    if colour_by in {"prediction", "uncertainty"}:
+        from ml.embed import read_embeddings
+        from rgzlabel.learning.services import load_classifier
+
+        classifier = ClassifierVersion.objects.filter(is_active=True, embedding_set=embedding_set).first()
+        if classifier is None:
+            return {}
+        bundle = load_classifier(classifier)
+        probabilities = bundle["model"].predict_proba(read_embeddings(embedding_set.path).vectors(source_ids))
+        if colour_by == "prediction":
+            return {s: bundle["classes"][int(i)] for s, i in zip(source_ids, probabilities.argmax(axis=1), strict=True)}
+        return {s: round(1.0 - float(p), 4) for s, p in zip(source_ids, probabilities.max(axis=1), strict=True)}
+    raise ValueError(f"unknown colouring {colour_by!r}: use consensus, prediction, uncertainty or size")

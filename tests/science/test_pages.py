@@ -1,0 +1,111 @@
+"""Scientists' pages: dashboard, plots, embedding map, source page; personas and content."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.contrib.auth.models import Group
+from django.urls import reverse
+
+from rgzlabel.labelling.services import record_classification
+from rgzlabel.learning.models import EmbeddingSet
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def scientist_user(django_user_model):
+    user = django_user_model.objects.create_user("sci", password="x")
+    user.groups.add(Group.objects.get_or_create(name="scientists")[0])
+    return user
+
+
+@pytest.fixture
+def embedded(make_source):
+    """Ten sources with embeddings: two tight pairs of look-alikes, the rest far apart."""
+    from ml.embed import write_embeddings
+    from rgzlabel.learning.services import activate_embedding_set, embeddings_folder
+
+    sources = [make_source(ra_deg=150.0 + i, dec_deg=2.0) for i in range(10)]
+    rng = np.random.default_rng(1)
+    matrix = rng.normal(size=(10, 16)).astype(np.float32)
+    matrix[1] = matrix[0] + 0.01  # source 1 looks like source 0
+    folder = embeddings_folder()
+    write_embeddings(folder, [s.pk for s in sources], matrix)
+    activate_embedding_set(EmbeddingSet.objects.create(method="pca", path=str(folder), n_sources=10, dim=16))
+    return sources
+
+
+def page_urls(source_id: int) -> list[str]:
+    return [
+        reverse("science:dashboard"),
+        reverse("science:plot", args=["accuracy"]),
+        reverse("science:plot", args=["loss"]),
+        reverse("science:map"),
+        reverse("science:map-data"),
+        reverse("science:source", args=[source_id]),
+    ]
+
+
+def test_outsiders_are_sent_to_log_in(client, embedded) -> None:
+    for url in page_urls(embedded[0].pk):
+        response = client.get(url)
+        assert response.status_code == 302 and "login" in response["Location"], url
+
+
+def test_volunteers_are_refused(client, volunteer, embedded) -> None:
+    client.force_login(volunteer)
+    for url in page_urls(embedded[0].pk):
+        assert client.get(url).status_code == 403, url
+
+
+@pytest.mark.parametrize("persona", ["scientist_user", "admin_user"])
+def test_scientists_and_admins_see_every_page(client, request, persona, embedded) -> None:
+    client.force_login(request.getfixturevalue(persona))
+    for url in page_urls(embedded[0].pk):
+        response = client.get(url)
+        assert response.status_code == 200, url
+    assert client.get(reverse("science:plot", args=["accuracy"])).content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_source_page_shows_position_votes_and_look_alikes(
+    client, scientist_user, embedded, workflow, volunteer, other_volunteer
+) -> None:
+    source = embedded[0]
+    record_classification(volunteer, source.pk, "FRII", workflow)
+    record_classification(other_volunteer, source.pk, "FRII", workflow)
+    client.force_login(scientist_user)
+    page = client.get(reverse("science:source", args=[source.pk])).content.decode()
+    assert "10h00m00.0s +02d00m00.0s" in page  # RA 150 deg, Dec 2 deg in sexagesimal
+    assert "2 votes: FRII 2" in page
+    assert volunteer.username not in page and other_volunteer.username not in page  # votes are anonymous
+    look_alike = reverse("science:source", args=[embedded[1].pk])
+    assert page.index(look_alike) < page.index(reverse("science:source", args=[embedded[2].pk]))
+    assert "third.ucllnl.org" in page
+
+
+def test_similar_sources_rank_the_look_alike_first(embedded) -> None:
+    from rgzlabel.science.services import similar_sources
+
+    neighbours = similar_sources(embedded[0], k=3)
+    assert neighbours[0][0] == embedded[1] and neighbours[0][1] > 0.99
+    assert embedded[0] not in [s for s, _ in neighbours]
+
+
+def test_the_map_gives_a_point_per_source_coloured_by_consensus(
+    client, scientist_user, embedded, workflow, volunteer
+) -> None:
+    record_classification(volunteer, embedded[3].pk, "hybrid", workflow)
+    client.force_login(scientist_user)
+    data = client.get(reverse("science:map-data"), {"colour": "consensus"}).json()
+    assert data["method"] == "PCA" and len(data["points"]) == 10
+    values = {p["id"]: p["v"] for p in data["points"]}
+    assert values[embedded[3].pk] == "hybrid" and values[embedded[4].pk] is None
+    assert client.get(reverse("science:map-data"), {"colour": "nonsense"}).status_code == 400
+
+
+def test_the_science_link_shows_for_scientists_only(client, scientist_user, volunteer) -> None:
+    client.force_login(volunteer)
+    assert reverse("science:dashboard") not in client.get(reverse("home")).content.decode()
+    client.force_login(scientist_user)
+    assert reverse("science:dashboard") in client.get(reverse("home")).content.decode()
