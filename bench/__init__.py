@@ -18,10 +18,15 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: str | Path, heading: str, body: str) -> Path:
+def _section_end(lines: list[str], start: int) -> int:
+    return next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+
+
+def write_section(path: str | Path, heading: str, body: str, *, after: str | None = None) -> Path:
     """Put ``## heading`` with ``body`` into a markdown file, replacing that section if present.
 
-    A section runs from its ``## `` heading to the next ``## `` heading (or the end).
+    A section runs from its ``## `` heading to the next ``## `` heading (or the end). A new
+    section goes right after the section ``## after`` when that exists, else at the end.
     The file is created with a ``# Benchmarks`` title if missing.
     """
     path = Path(path)
@@ -31,8 +36,10 @@ def write_section(path: str | Path, heading: str, body: str) -> Path:
     section = [title, "", *body.strip("\n").splitlines(), ""]
     if title in lines:
         start = lines.index(title)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        lines[start:end] = section
+        lines[start : _section_end(lines, start)] = section
+    elif after is not None and f"## {after}" in lines:
+        end = _section_end(lines, lines.index(f"## {after}"))
+        lines[end:end] = section
     else:
         if lines and lines[-1].strip():
             lines.append("")

@@ -244,7 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     data = load_mirabest_confident(args.data or default_data())
     with threadpool_limits(args.threads):
-        embeddings = image_features(data.images, args.features, checkpoint=args.checkpoint, pca_dim=args.pca_dim)
+        embeddings = image_features(
+            data.images,
+            args.features,
+            checkpoint=args.checkpoint,
+            pca_dim=args.pca_dim,
+            fit_rows=np.flatnonzero(~data.is_test),  # the PCA never sees a test image
+        )
         pool, pool_labels = embeddings[~data.is_test], data.labels[~data.is_test]
         test, test_labels = embeddings[data.is_test], data.labels[data.is_test]
         # The paper's linear probe is plain logistic regression; calibration is a choice of
@@ -284,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f" --policies '{args.policies}'" if args.policies else "")
     )
     features = (
-        f"raw-pixel PCA ({pool.shape[1]} components of the 70x70 centre crop, ml.baseline)"
+        f"raw-pixel PCA ({pool.shape[1]} components of the 70x70 centre crop fitted on the pool images, ml.baseline)"
         if args.features == "pca"
         else f"encoder checkpoint `{args.checkpoint}` ({pool.shape[1]}-d, ml.embed)"
     )
@@ -311,7 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
     ]
     if args.note:
-        parts[-1:-1] = [args.note, ""]
+        parts += [args.note, ""]
     for setting, summaries in panels.items():
         header, rows, best = results_table(summaries)
         table = markdown_table(header, rows)
@@ -347,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError:
             plot_name = args.plot
         parts.append(f"![active-learning curves]({plot_name})")
-        write_section(args.markdown, section, "\n".join(parts))
+        write_section(args.markdown, section, "\n".join(parts), after=SECTION)
         print(f"\nwrote {args.plot} and section '{section}' of {args.markdown}")
     return 0
 

@@ -22,7 +22,13 @@ def centre_crop(images: np.ndarray, crop: int) -> np.ndarray:
 
 
 def pixel_pca_embeddings(
-    images: np.ndarray, *, dim: int = 64, crop: int = 70, seed: int = 0, batch_size: int = 4096
+    images: np.ndarray,
+    *,
+    dim: int = 64,
+    crop: int = 70,
+    seed: int = 0,
+    batch_size: int = 4096,
+    fit_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Project centre-cropped pixels onto their first ``dim`` principal components.
 
@@ -32,18 +38,21 @@ def pixel_pca_embeddings(
         crop: side of the centre crop, 70 as in the paper's test view.
         seed: seed of the randomised SVD, so the embedding is reproducible.
         batch_size: images converted to float at a time when projecting, which bounds memory.
+        fit_rows: indices of the images the components are fitted on (all by default); the
+            benchmark fits on training images only so the test images stay unseen.
 
     Returns:
         float32 array (N, dim') with dim' <= dim.
     """
-    if len(images) < 2:
-        raise ValueError(f"need at least 2 images for a PCA embedding, got {len(images)}")
+    candidates = np.arange(len(images)) if fit_rows is None else np.asarray(fit_rows, dtype=np.int64)
+    if len(candidates) < 2:
+        raise ValueError(f"need at least 2 images to fit a PCA embedding, got {len(candidates)}")
     pixels = centre_crop(images, crop).reshape(len(images), -1)
-    n_components = min(dim, len(images) - 1, pixels.shape[1])
+    n_components = min(dim, len(candidates) - 1, pixels.shape[1])
     # Fit on at most 20k images: the leading components are stable long before that, and
     # fitting on a 100k pool would need the whole float matrix in memory at once.
     rng = np.random.default_rng(seed)
-    fit_rows = rng.choice(len(pixels), size=min(len(pixels), 20_000), replace=False)
+    fit_rows = rng.choice(candidates, size=min(len(candidates), 20_000), replace=False)
     pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed)
     pca.fit(pixels[np.sort(fit_rows)].astype(np.float32) / 255.0)
     out = np.empty((len(pixels), n_components), dtype=np.float32)
