@@ -19,6 +19,7 @@ Prints the tables, saves a plot (``docs/al_simulation.png``) and writes the sect
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -354,6 +355,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             plot_name = args.plot
         parts.append(f"![active-learning curves]({plot_name})")
         write_section(args.markdown, section, "\n".join(parts), after=SECTION)
+        # The science dashboard draws the simulated random-sampling curve beside the live one.
+        curves = {
+            setting: {
+                label: {"labels": s.n_labels.tolist(), "error": (100 * s.mean_error).round(2).tolist()}
+                for label, s in summaries.items()
+            }
+            for setting, summaries in panels.items()
+        }
+        args.plot.with_suffix(".json").write_text(json.dumps({"command": command, "curves": curves}, indent=1))
         print(f"\nwrote {args.plot} and section '{section}' of {args.markdown}")
     return 0
 

@@ -213,6 +213,8 @@ RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
 RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
 # Server folders that admins may ingest from through the web form (the command line may read anything).
 RGZ_INGEST_ROOTS = env_list("RGZ_INGEST_ROOTS", [str(SHARED_DATA_DIR), str(DATA_DIR)])
+# The active-learning simulation whose random-sampling curve the dashboard shows (bench.al_simulation).
+RGZ_SIMULATION_CURVES = env_str("RGZ_SIMULATION_CURVES", str(BASE_DIR / "docs" / "al_simulation_encoder.json"))
 RGZ_CROSSMATCH_RADIUS_ARCSEC = env_float("RGZ_CROSSMATCH_RADIUS_ARCSEC", 10.0, minimum=0.0)
 RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 5, minimum=1)
 # Volunteers may start labelling before signing up (their votes stay theirs when they do).

@@ -161,6 +161,20 @@ def _figure_png(figure) -> bytes:
     return buffer.getvalue()
 
 
+def simulated_random_curve() -> dict[str, list[float]] | None:
+    """Random sampling's error curve from the recorded AL simulation (bench.al_simulation), if any."""
+    import json
+
+    from django.conf import settings
+
+    path = Path(settings.RGZ_SIMULATION_CURVES)
+    if not path.is_file():
+        return None
+    curves = json.loads(path.read_text())["curves"]
+    setting = curves.get("volunteers") or curves.get("oracle") or {}
+    return setting.get("random")
+
+
 def accuracy_plot(simulated_random: dict[str, list[float]] | None = None) -> bytes:
     """Accuracy and macro F1 of each classifier version against its number of consensus labels."""
     import matplotlib

@@ -109,3 +109,18 @@ def test_the_science_link_shows_for_scientists_only(client, scientist_user, volu
     assert reverse("science:dashboard") not in client.get(reverse("home")).content.decode()
     client.force_login(scientist_user)
     assert reverse("science:dashboard") in client.get(reverse("home")).content.decode()
+
+
+def test_the_dashboard_reads_the_simulated_random_curve(settings, tmp_path) -> None:
+    import json
+
+    from rgzlabel.science.services import accuracy_plot, simulated_random_curve
+
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps({"curves": {"volunteers": {"random": {"labels": [10, 20], "error": [40.0, 35.5]}}}}))
+    settings.RGZ_SIMULATION_CURVES = str(path)
+    curve = simulated_random_curve()
+    assert curve == {"labels": [10, 20], "error": [40.0, 35.5]}
+    assert accuracy_plot(curve)[:4] == b"\x89PNG"
+    settings.RGZ_SIMULATION_CURVES = str(tmp_path / "missing.json")
+    assert simulated_random_curve() is None
