@@ -90,7 +90,8 @@ def dawid_skene(
         # M step: class prior and confusion matrices from the soft labels.
         class_prior = (post.sum(axis=0) + SMOOTHING) / (n + c * SMOOTHING)
         confusions = np.full((v, c, c), SMOOTHING) + DIAGONAL_PRIOR * np.eye(c)
-        np.add.at(confusions, (votes.volunteers, slice(None), votes.labels), post[votes.subjects])
+        # confusions[v, true, answer] += P(true | subject); through a (v, answer, true) view.
+        np.add.at(confusions.transpose(0, 2, 1), (votes.volunteers, votes.labels), post[votes.subjects])
         confusions /= confusions.sum(axis=2, keepdims=True)
         # E step: posteriors from all votes at once, in log space.
         log_post = np.tile(np.log(class_prior), (n, 1))
