@@ -51,7 +51,9 @@ def render_thumbnail(
         raise NotAnImageError(f"a thumbnail needs a 2-D uint8 cutout, got {image.dtype} of shape {image.shape}")
     if size <= 0:
         raise ValueError(f"thumbnail size must be positive, got {size}")
-    levels = _lookup_table(stretch, invert)[image]
+    # Scaled to the cutout's own peak: a Griese 300x300 image was normalised over the whole
+    # field, so its central cutout can peak at a few levels out of 255 and show as black.
+    levels = _lookup_table(stretch, invert, max(1, int(image.max())))[image]
     picture = Image.fromarray(levels, mode="L")
     if picture.size != (size, size):
         picture = picture.resize((size, size), Image.Resampling.BILINEAR)
@@ -61,11 +63,11 @@ def render_thumbnail(
 
 
 @cache
-def _lookup_table(stretch: str, invert: bool) -> np.ndarray:
-    """uint8 display level for each of the 256 cutout levels."""
+def _lookup_table(stretch: str, invert: bool, peak: int = 255) -> np.ndarray:
+    """uint8 display level for each of the 256 cutout levels, ``peak`` shown as white."""
     if stretch not in _STRETCHES:
         raise ValueError(f"unknown stretch {stretch!r}; choose one of {sorted(_STRETCHES)}")
-    normalise = ImageNormalize(vmin=0, vmax=255, stretch=_STRETCHES[stretch](), clip=True)
+    normalise = ImageNormalize(vmin=0, vmax=peak, stretch=_STRETCHES[stretch](), clip=True)
     display = np.asarray(normalise(np.arange(256, dtype=np.float64)), dtype=np.float64)
     if invert:
         display = 1.0 - display

@@ -66,3 +66,20 @@ def test_it_refuses_an_unknown_stretch_or_size() -> None:
         render_thumbnail(ramp(), stretch="log")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size"):
         render_thumbnail(ramp(), size=0)
+
+
+def test_a_faint_cutout_is_shown_at_full_brightness() -> None:
+    """A cutout whose peak is 8 of 255 (normalised over a larger field) must not render black."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ml.thumbnail import render_thumbnail
+
+    cutout = np.zeros((150, 150), dtype=np.uint8)
+    cutout[70:80, 70:80] = 8
+    cutout[60, 60] = 2
+    picture = np.asarray(Image.open(io.BytesIO(render_thumbnail(cutout, size=150))))
+    assert picture.max() == 255
+    assert 0 < picture[60, 60] < 255
