@@ -160,7 +160,7 @@ class QueuePolicy(models.Model):
     """How the labelling queue of a workflow is ranked: an ``ml.policies`` policy and its parameters."""
 
     workflow = models.OneToOneField("labelling.Workflow", on_delete=models.CASCADE, related_name="queue_policy")
-    policy = models.CharField(max_length=32, default="diverse_uncertainty")
+    policy = models.CharField(max_length=32, default="density_weighted")
     params = models.JSONField(default=dict, blank=True, help_text="the policy's own parameters")
     queue_length = models.PositiveIntegerField(default=1000, help_text="subjects ranked at each refresh")
     seed = models.PositiveIntegerField(default=0)
