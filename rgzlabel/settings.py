@@ -201,6 +201,30 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("RGZ_TASK_SOFT_TIME_LIMIT_S", 6 * 3600, mi
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
+# --- REST API (Django REST framework; OpenAPI schema by drf-spectacular) ---------------------
+INSTALLED_APPS += ["rest_framework", "rest_framework.authtoken", "drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK = {
+    # Token first: an anonymous API call is answered 401 with "WWW-Authenticate: Token".
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rgzlabel.science.pagination.ApiPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "rgzlabel API",
+    "DESCRIPTION": "Sources, consensus, votes, model versions, jobs and exports of the rgzlabel campaign.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI served from our own static files: no CDN, so the docs work offline too.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
 # --- rgzlabel -----------------------------------------------------------------------------
 # Seconds a job may go without a heartbeat before it is declared lost (its worker died).
 RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimum=10)

@@ -11,6 +11,8 @@ urlpatterns = [
     path("label/", include("rgzlabel.labelling.urls")),
     path("sources/", include("rgzlabel.catalog.urls")),
     path("jobs/", include("rgzlabel.learning.urls")),
+    path("science/exports/", include("rgzlabel.science.export_urls")),
     path("science/", include("rgzlabel.science.urls")),
+    path("api/", include("rgzlabel.science.api_urls")),
     path("admin/", admin.site.urls),
 ]

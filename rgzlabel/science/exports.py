@@ -1,0 +1,221 @@
+"""Catalogue exports for scientists: per-source labels and predictions, and every vote.
+
+An export is a list of typed columns and a generator of row chunks, read from the database
+with a server-side cursor (``iterator``), so the CSV is streamed with no list of all rows in
+memory. VOTable and FITS need the whole table at once: it is assembled from per-chunk numpy
+columns and written to a temporary file that the response streams.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from typing import IO, Any
+
+import numpy as np
+from django.db.models import QuerySet
+from django.utils.crypto import salted_hmac
+
+from rgzlabel.labelling.models import Classification, Workflow
+from rgzlabel.science.predictions import active_classifier, predict_sources
+
+CHUNK_SIZE = 2000
+#: Formats, with their file extension and media type.
+FORMATS = {
+    "csv": ("csv", "text/csv; charset=utf-8"),
+    "votable": ("vot", "application/x-votable+xml"),
+    "fits": ("fits", "application/fits"),
+}
+DATASETS = ("sources", "classifications")
+_NUMPY_TYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "str": np.str_}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # one of _NUMPY_TYPES
+    description: str
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class Export:
+    """A table to write: its columns and a fresh generator of row chunks (tuples in column order).
+
+    Missing values are None in the rows; tables write them as NaN (floats) or "" (strings).
+    """
+
+    name: str
+    columns: list[Column]
+    chunks: Callable[[], Iterator[list[tuple]]]
+    description: str
+
+
+def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# --- what is exported ------------------------------------------------------------------------------
+def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUNK_SIZE) -> Export:
+    """Per source: position, consensus in ``workflow`` and the active classifier's probabilities.
+
+    ``sources`` must come from :func:`rgzlabel.science.queries.find_sources` (it carries the
+    consensus annotations).
+    """
+    classifier = active_classifier()
+    classes = list(classifier.classes) if classifier else []
+    columns = [
+        Column("source_id", "int", "rgzlabel source id"),
+        Column("name", "str", "source name"),
+        Column("ra_deg", "float", "J2000 right ascension", "deg"),
+        Column("dec_deg", "float", "J2000 declination", "deg"),
+        Column("survey", "str", "radio survey of the image"),
+        Column("angular_size_arcsec", "float", "angular size", "arcsec"),
+        Column("n_votes", "int", f"volunteer votes in workflow {workflow.slug}"),
+        Column("retired", "bool", "the subject has all the votes it needs"),
+        Column("consensus_label", "str", "majority label of the volunteers"),
+        Column("consensus_confidence", "float", "majority share of the votes"),
+        Column("weighted_label", "str", "Dawid-Skene label (volunteers weighted by reliability)"),
+        Column("weighted_confidence", "float", "Dawid-Skene probability of weighted_label"),
+        Column("predicted_label", "str", f"most probable class of classifier {classifier.pk if classifier else '-'}"),
+        *[Column(f"p_{c}", "float", f"classifier probability of {c}") for c in classes],
+    ]
+    fields = (
+        "pk", "name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec",
+        "vote_count", "retired_at", "consensus_label", "consensus_confidence", "weighted_label", "weighted_confidence",
+    )  # fmt: skip
+
+    def chunks() -> Iterator[list[tuple]]:
+        for chunk in batched(sources.values_list(*fields).iterator(chunk_size=chunk_size), chunk_size):
+            predictions = predict_sources([row[0] for row in chunk], classifier) if classifier else None
+            rows = []
+            for pk, name, ra, dec, survey, size, votes, retired_at, label, confidence, weighted, wconf in chunk:
+                probabilities = predictions.by_source.get(pk) if predictions else None
+                rows.append(
+                    (
+                        pk, name, ra, dec, survey, size, votes or 0, retired_at is not None,
+                        label or "", confidence, weighted or "", wconf,
+                        predictions.label_of(pk) if predictions else "",
+                        *(probabilities.tolist() if probabilities is not None else [None] * len(classes)),
+                    )
+                )  # fmt: skip
+            yield rows
+
+    description = f"rgzlabel sources: consensus in {workflow.slug}" + (
+        f", predictions of classifier {classifier.pk}" if classifier else ""
+    )
+    return Export("sources", columns, chunks, description)
+
+
+def anonymise_volunteer(volunteer_id: int) -> str:
+    """A stable pseudonym for a volunteer: a keyed hash of the user id (never the username).
+
+    Keyed with SECRET_KEY, so the same volunteer has the same pseudonym in every export while
+    the key is unchanged, and pseudonyms cannot be reversed by hashing candidate ids.
+    """
+    return salted_hmac("rgzlabel.science.exports.volunteer", str(volunteer_id)).hexdigest()[:16]
+
+
+def export_classifications(chunk_size: int = CHUNK_SIZE) -> Export:
+    """One row per vote: pseudonymous volunteer, source, workflow, label, gold flag and time."""
+    columns = [
+        Column("volunteer", "str", "pseudonymous volunteer id (stable keyed hash)"),
+        Column("source_id", "int", "rgzlabel source id"),
+        Column("source_name", "str", "source name"),
+        Column("workflow", "str", "workflow slug"),
+        Column("label", "str", "the volunteer's answer"),
+        Column("is_gold", "bool", "an answer to a gold-standard (expert-labelled) subject"),
+        Column("created_at", "str", "time of the vote, UTC, ISO 8601"),
+    ]
+    votes = Classification.objects.order_by("pk").values_list(
+        "volunteer_id", "source_id", "source__name", "workflow__slug", "label", "is_gold", "created_at"
+    )
+
+    def chunks() -> Iterator[list[tuple]]:
+        pseudonyms: dict[int, str] = {}
+        for chunk in batched(votes.iterator(chunk_size=chunk_size), chunk_size):
+            yield [
+                (
+                    pseudonyms.setdefault(volunteer_id, anonymise_volunteer(volunteer_id)),
+                    source_id, name, workflow, label, is_gold,
+                    created_at.astimezone(UTC).isoformat(timespec="seconds"),
+                )
+                for volunteer_id, source_id, name, workflow, label, is_gold, created_at in chunk
+            ]  # fmt: skip
+
+    return Export("classifications", columns, chunks, "rgzlabel classifications: one row per volunteer vote")
+
+
+# --- writing ------------------------------------------------------------------------------------------
+def _csv_value(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+def iter_csv(export: Export) -> Iterator[str]:
+    """The export as CSV text, one piece per chunk (a header line first)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([column.name for column in export.columns])
+    for chunk in export.chunks():
+        writer.writerows([_csv_value(v) for v in row] for row in chunk)
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()  # the header alone when there are no rows
+
+
+def _column_array(values: list[Any], kind: str) -> np.ndarray:
+    if kind == "float":
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if kind == "str":
+        return np.array(["" if v is None else v for v in values], dtype=np.str_)
+    return np.array(values, dtype=_NUMPY_TYPES[kind])
+
+
+def build_table(export: Export):  # -> astropy.table.Table
+    """The export as an astropy Table with units and descriptions, built chunk by chunk."""
+    from astropy.table import Table
+
+    parts: list[list[np.ndarray]] = [[] for _ in export.columns]
+    for chunk in export.chunks():
+        for i, column in enumerate(export.columns):
+            parts[i].append(_column_array([row[i] for row in chunk], column.kind))
+    table = Table(meta={"description": export.description})  # VOTable's DESCRIPTION
+    for column, pieces in zip(export.columns, parts, strict=True):
+        data = np.concatenate(pieces) if pieces else np.array([], dtype=_NUMPY_TYPES[column.kind])
+        if column.kind == "str" and data.dtype.itemsize == 0:
+            data = data.astype("U1")  # FITS cannot hold a zero-width string column
+        table.add_column(data, name=column.name)
+        table[column.name].description = column.description
+        table[column.name].unit = column.unit
+    return table
+
+
+def write_table(export: Export, file_format: str) -> IO[bytes]:
+    """The export written as ``votable`` or ``fits`` to a temporary file, rewound for reading."""
+    if file_format not in ("votable", "fits"):
+        raise ValueError(f"format must be votable or fits, not {file_format!r}")
+    table = build_table(export)
+    if file_format == "fits":  # FITS keywords have 8 characters: the description goes in a COMMENT card
+        table.meta = {"comments": [export.description]}
+    output = tempfile.TemporaryFile()  # noqa: SIM115 - the caller's response streams and closes it
+    table.write(output, format=file_format)
+    output.seek(0)
+    return output
+
+
+def file_name(export: Export, file_format: str) -> str:
+    """e.g. ``rgzlabel-sources-20260101.vot``."""
+    extension = FORMATS[file_format][0]
+    return f"rgzlabel-{export.name}-{datetime.now(UTC):%Y%m%d}.{extension}"
