@@ -85,25 +85,15 @@ def sexagesimal(ra_deg: float, dec_deg: float) -> str:
 
 def predictions(source: Source, versions: int = 5) -> list[dict[str, Any]]:
     """Each recent classifier version's probabilities for this source (newest first)."""
-    from ml.embed import read_embeddings
-    from rgzlabel.learning.services import load_classifier
+    from rgzlabel.science.predictions import predict_sources
 
     rows = []
     for classifier in ClassifierVersion.objects.select_related("embedding_set")[:versions]:
-        try:
-            stored = read_embeddings(classifier.embedding_set.path)
-            bundle = load_classifier(classifier)
-            vector = stored.vectors([source.pk])
-        except (OSError, KeyError):
+        scored = predict_sources([source.pk], classifier)
+        if scored is None or source.pk not in scored.by_source:
             continue  # this version never saw the source, or its files are gone
-        probabilities = bundle["model"].predict_proba(vector)[0]
-        columns = bundle["classes"][: len(probabilities)]
-        rows.append(
-            {
-                "classifier": classifier,
-                "probabilities": sorted(zip(columns, probabilities.tolist(), strict=True), key=lambda p: -p[1]),
-            }
-        )
+        probabilities = zip(scored.classes, scored.by_source[source.pk].tolist(), strict=True)
+        rows.append({"classifier": classifier, "probabilities": sorted(probabilities, key=lambda p: -p[1])})
     return rows
 
 
@@ -278,15 +268,13 @@ def _map_values(source_ids: list[int], colour_by: str, embedding_set: EmbeddingS
             )
         )
     if colour_by in {"prediction", "uncertainty"}:
-        from ml.embed import read_embeddings
-        from rgzlabel.learning.services import load_classifier
+        from rgzlabel.science.predictions import predict_sources
 
         classifier = ClassifierVersion.objects.filter(is_active=True, embedding_set=embedding_set).first()
-        if classifier is None:
+        scored = predict_sources(source_ids, classifier) if classifier else None
+        if scored is None:
             return {}
-        bundle = load_classifier(classifier)
-        probabilities = bundle["model"].predict_proba(read_embeddings(embedding_set.path).vectors(source_ids))
         if colour_by == "prediction":
-            return {s: bundle["classes"][int(i)] for s, i in zip(source_ids, probabilities.argmax(axis=1), strict=True)}
-        return {s: round(1.0 - float(p), 4) for s, p in zip(source_ids, probabilities.max(axis=1), strict=True)}
+            return {s: scored.label_of(s) for s in scored.by_source}
+        return {s: round(1.0 - float(p.max()), 4) for s, p in scored.by_source.items()}
     raise ValueError(f"unknown colouring {colour_by!r}: use consensus, prediction, uncertainty or size")

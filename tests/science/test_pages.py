@@ -124,3 +124,28 @@ def test_the_dashboard_reads_the_simulated_random_curve(settings, tmp_path) -> N
     assert accuracy_plot(curve)[:4] == b"\x89PNG"
     settings.RGZ_SIMULATION_CURVES = str(tmp_path / "missing.json")
     assert simulated_random_curve() is None
+
+
+def test_the_source_page_and_map_show_the_active_classifiers_prediction(client, scientist_user, embedded) -> None:
+    import pickle
+
+    from ml.classifier import fit_classifier
+    from ml.embed import read_embeddings
+
+    from rgzlabel.learning.models import ClassifierVersion
+
+    embedding_set = EmbeddingSet.objects.get(is_active=True)
+    stored = read_embeddings(embedding_set.path)
+    labels = np.array([0, 1] * 5)  # indices into the classes below: FRI and FRII, never hybrid
+    model = fit_classifier(stored.matrix, labels)
+    path = f"{embedding_set.path}-classifier.pkl"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": model, "committee": None, "classes": ["FRI", "FRII", "hybrid"]}, handle)
+    classifier = ClassifierVersion.objects.create(
+        embedding_set=embedding_set, classes=["FRI", "FRII", "hybrid"], n_labels=10, path=path, is_active=True
+    )
+    client.force_login(scientist_user)
+    page = client.get(reverse("science:source", args=[embedded[0].pk])).content.decode()
+    assert f"Classifier {classifier.pk} (active):" in page and "hybrid 0.000" in page
+    data = client.get(reverse("science:map-data"), {"colour": "prediction"}).json()
+    assert {p["v"] for p in data["points"]} <= {"FRI", "FRII"} and len(data["points"]) == 10
