@@ -131,7 +131,6 @@ def test_the_source_page_and_map_show_the_active_classifiers_prediction(client, 
 
     from ml.classifier import fit_classifier
     from ml.embed import read_embeddings
-
     from rgzlabel.learning.models import ClassifierVersion
 
     embedding_set = EmbeddingSet.objects.get(is_active=True)
