@@ -58,6 +58,35 @@ def similar_sources(source: Source, k: int = 12) -> list[tuple[Source, float]]:
     return [(neighbours[int(ids[r])], float(s)) for r, s in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
 
 
+class SearchError(ValueError):
+    """A similarity search that cannot run; the message says why, for the person searching."""
+
+
+def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
+    """Sources most like an uploaded FITS cutout: preprocessed as at ingest, embedded by the active encoder."""
+    from ml.checkpoint import load_encoder
+    from ml.embed import embed
+    from ml.fits_io import read_fits
+    from ml.preprocess import preprocess
+    from ml.similarity import top_k
+
+    active = active_embeddings()
+    if active is None:
+        raise SearchError("there is no embedding yet to search")
+    embedding_set, ids, matrix = active
+    if embedding_set.encoder is None:
+        raise SearchError(
+            "the active embedding is pixel PCA (the cold start); searching from an uploaded image "
+            "needs a pretrained encoder's embedding"
+        )
+    image = read_fits(path)  # FitsReadError / PreprocessError are ValueErrors with the reason
+    cutout = preprocess(image.data, image.pixel_scale_arcsec)
+    query = embed(load_encoder(embedding_set.encoder.checkpoint_path), cutout[None], device="cpu")[0]
+    rows, scores = top_k(matrix, query, k)
+    neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
+    return [(neighbours[int(ids[r])], float(v)) for r, v in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
+
+
 # --- one source --------------------------------------------------------------------------------------
 def survey_links(ra_deg: float, dec_deg: float) -> list[tuple[str, str]]:
     """Cut-out services for this position: radio, and optical/infrared for the host."""

@@ -9,4 +9,5 @@ urlpatterns = [
     path("map/", views.embedding_map, name="map"),
     path("map.json", views.embedding_map_data, name="map-data"),
     path("sources/<int:source_id>/", views.source_page, name="source"),
+    path("search/", views.search, name="search"),
 ]

@@ -9,7 +9,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling.models import Classification, Subject
@@ -87,3 +87,29 @@ def embedding_map_data(request: HttpRequest) -> JsonResponse:
 @require_GET
 def source_page(request: HttpRequest, source_id: int) -> HttpResponse:
     return render(request, "science/source.html", services.source_report(get_object_or_404(Source, pk=source_id)))
+
+
+@scientist_required
+@require_http_methods(["GET", "POST"])
+def search(request: HttpRequest) -> HttpResponse:
+    """ "More like this" from an uploaded FITS cutout."""
+    import tempfile
+    from pathlib import Path
+
+    context: dict = {}
+    upload = request.FILES.get("fits")
+    if request.method == "POST":
+        if upload is None:
+            context["error"] = "Choose a FITS file to search with."
+        else:
+            suffix = "".join(Path(upload.name).suffixes[-2:]) or ".fits"
+            with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
+                for chunk in upload.chunks():
+                    handle.write(chunk)
+                handle.flush()
+                try:
+                    context["results"] = services.similar_to_fits(Path(handle.name))
+                except ValueError as exc:  # SearchError, FitsReadError, PreprocessError
+                    context["error"] = f"{upload.name}: {exc}"
+            context["query_name"] = upload.name
+    return render(request, "science/search.html", context)
