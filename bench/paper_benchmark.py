@@ -1,0 +1,400 @@
+"""The paper's MiraBest Confident benchmark (Slijepcevic et al. 2023) in one command.
+
+Test error on the 104 MiraBest Confident test sources after training on stratified
+subsets of the 729 training sources, per label budget and seed, for four methods:
+
+* ``linear``: frozen BYOL features + standardised logistic regression (the linear probe);
+* ``finetune``: the BYOL encoder fine-tuned with a linear head (``ml.finetune``);
+* ``supervised``: the same ResNet-18 from scratch on the same labels and augmentations;
+* ``pca``: raw-pixel PCA (fitted on the 729 training images) + logistic regression.
+
+The full protocol on a GPU (BYOL pretraining on the pool of ``ml.pools`` first):
+
+    .venv/bin/python -m bench.paper_benchmark --pretrain-preset paper --seeds 0-9
+
+A reduced protocol on a CPU, in steps that add to the same results file:
+
+    .venv/bin/python -m bench.paper_benchmark --pretrain-preset cpu-quick --methods linear,pca
+    .venv/bin/python -m bench.paper_benchmark --checkpoint var/benchmarks/byol-cpu-quick-e25-s0.pt \\
+        --methods supervised,finetune --budgets 36,145 --seeds 0-2 --finetune-preset cpu-quick
+
+Results accumulate in ``OUT/paper_benchmark.json`` (one entry per method, budget and seed;
+entries already there are not recomputed); the table covers everything in that file, and
+the plot goes to ``OUT/paper_benchmark.png`` and ``docs/paper_benchmark.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("linear", "finetune", "supervised", "pca")
+METHOD_LABELS = {
+    "linear": "BYOL features + logistic regression",
+    "finetune": "BYOL fine-tuned",
+    "supervised": "supervised ResNet-18 from scratch",
+    "pca": "raw-pixel PCA + logistic regression",
+}
+#: Methods that need the BYOL encoder, and those whose result depends on fine-tuning settings.
+ENCODER_METHODS = frozenset({"linear", "finetune"})
+FINETUNE_METHODS = frozenset({"finetune", "supervised"})
+#: The paper's headline: 7.79 % test error with 145 labels (mean of 10 seeds).
+PAPER_POINT = (145, 0.0779)
+RESULTS_FILE = "paper_benchmark.json"
+PLOT_FILE = "paper_benchmark.png"
+
+
+def shared_data() -> Path:
+    """The shared data folder: RGZ_SHARED_DATA, default ../shared/data beside the project."""
+    return Path(os.environ.get("RGZ_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"`` -> 0..9; ``"0,3,5-6"`` -> [0, 3, 5, 6]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        seeds.extend(range(int(first), int(last or first) + 1))
+    return sorted(set(seeds))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    data = shared_data()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    encoder = parser.add_mutually_exclusive_group()
+    encoder.add_argument("--checkpoint", type=Path, help="an existing BYOL encoder checkpoint")
+    encoder.add_argument(
+        "--pretrain-preset",
+        choices=("paper", "cpu-quick", "tiny"),
+        help="pretrain BYOL on the pool first (reusing OUT/byol-PRESET-eEPOCHS-sSEED.pt if present)",
+    )
+    parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")
+    parser.add_argument("--pretrain-seed", type=int, default=0)
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated from {', '.join(METHODS)}")
+    parser.add_argument("--budgets", default="36,73,145,291,729")
+    parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1,2")
+    parser.add_argument(
+        "--finetune-preset",
+        choices=("paper", "cpu-quick", "tiny"),
+        help="fine-tuning / supervised settings (default: the encoder's pretraining preset, else paper)",
+    )
+    parser.add_argument("--finetune-epochs", type=int, help="override the fine-tuning preset's epochs")
+    parser.add_argument("--pca-dim", type=int, default=64)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=ROOT / "var" / "benchmarks")
+    parser.add_argument("--docs-plot", default=str(ROOT / "docs" / PLOT_FILE), help="copy of the plot ('' for none)")
+    parser.add_argument("--fresh", action="store_true", help="discard results already in OUT")
+    parser.add_argument("--mirabest", type=Path, default=data / "mirabest" / "MiraBest_F_batches.tar.gz")
+    parser.add_argument("--griese", type=Path, default=data / "firstgalaxydata" / "galaxy_data_h5.zip")
+    parser.add_argument("--frdeep", type=Path, default=data / "frdeep" / "FIRST_PNG_dataset.tar.gz")
+    args = parser.parse_args(argv)
+    args.methods = [name.strip() for name in args.methods.split(",") if name.strip()]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    if ENCODER_METHODS & set(args.methods) and not (args.checkpoint or args.pretrain_preset):
+        parser.error("linear and finetune need --checkpoint or --pretrain-preset")
+    args.budgets = [int(budget) for budget in args.budgets.split(",")]
+    args.seeds = parse_seeds(args.seeds)
+    return args
+
+
+def executable() -> str:
+    """The interpreter as a command would name it: ``.venv/bin/python`` inside the project."""
+    path = Path(sys.executable)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically, so a run killed mid-write leaves the previous results intact."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(partial, path)
+
+
+def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[Path, dict[str, Any]]:
+    """Pretrain BYOL on the test-free pool, or reuse the checkpoint a previous run left in OUT."""
+    from ml.checkpoint import save_checkpoint
+    from ml.config import get_config
+    from ml.pools import build_pretraining_pool
+    from ml.train import TrainingProgress, pretrain
+
+    overrides = {} if args.epochs is None else {"epochs": args.epochs}
+    config = get_config(args.pretrain_preset, **overrides)
+    path = args.out / f"byol-{config.name}-e{config.epochs}-s{args.pretrain_seed}.pt"
+    info: dict[str, Any] = {"preset": config.name, "epochs": config.epochs}
+    if path.exists():
+        print(f"reusing {path} (delete it to pretrain again)", file=sys.stderr)
+        return path, info
+    images, provenance, report = build_pretraining_pool(args.mirabest, args.griese, args.frdeep)
+    print(f"pretraining pool: {report}", file=sys.stderr)
+    with tqdm(desc=f"BYOL {config.name}", unit="step", file=sys.stderr, mininterval=5) as bar:
+
+        def progress(state: TrainingProgress) -> None:
+            bar.total = state.total_steps
+            bar.update(state.step - bar.n)
+            bar.set_postfix(
+                epoch=state.epoch, loss=f"{state.loss:.3f}", img_s=f"{state.images_per_s:.0f}", refresh=False
+            )
+
+        result = pretrain(images, config, progress=progress, device=device, seed=args.pretrain_seed)
+    save_checkpoint(path, result, extra={"pool_size": len(images), "benchmark": "paper_benchmark"})
+    info.update(
+        pool=report,
+        pool_datasets={name: sum(s.dataset == name for s in provenance) for name in ("mirabest", "griese", "frdeep")},
+        steps=result.steps,
+        seconds=round(result.seconds, 1),
+        device=result.device,
+        final_epoch_loss=result.curves.epoch_loss[-1] if result.curves.epoch_loss else None,
+    )
+    print(f"saved {path} after {result.seconds / 60:.1f} min", file=sys.stderr)
+    return path, info
+
+
+def method_runner(
+    method: str,
+    split: Any,
+    encoder: Any,
+    finetune_config: Any,
+    args: argparse.Namespace,
+    device: str | None,
+) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The ``fit_predict`` of one method (features are computed once, not per subset)."""
+    from ml.evaluation import linear_probe
+
+    if method == "pca":
+        from ml.baseline import pixel_pca_embeddings
+
+        n_train = len(split.train_images)
+        features = pixel_pca_embeddings(
+            np.concatenate([split.train_images, split.test_images]), dim=args.pca_dim, fit_rows=np.arange(n_train)
+        )
+        return linear_probe(features[:n_train], split.train_labels, features[n_train:])
+    if method == "linear":
+        from ml.embed import embed
+
+        return linear_probe(
+            embed(encoder, split.train_images, device=device),
+            split.train_labels,
+            embed(encoder, split.test_images, device=device),
+        )
+
+    from ml.finetune import finetune, predict_proba, train_supervised_baseline
+
+    def fit_predict(indices: np.ndarray, seed: int) -> np.ndarray:
+        images, labels = split.train_images[indices], split.train_labels[indices]
+        if method == "finetune":
+            result = finetune(encoder, images, labels, finetune_config, n_classes=2, device=device, seed=seed)
+        else:
+            result = train_supervised_baseline(
+                images, labels, finetune_config, encoder.config, n_classes=2, device=device, seed=seed
+            )
+        return predict_proba(result.model, split.test_images, device=device).argmax(axis=1)
+
+    return fit_predict
+
+
+def load_results(path: Path, identity: dict[str, Any], fresh: bool) -> dict[str, Any]:
+    """Previous results made with the same encoder and fine-tuning settings, else a new record.
+
+    Raises:
+        SystemExit: The file holds results of another encoder or other settings (mixing them
+            would make the table meaningless); ``--fresh`` or another ``--out`` resolves it.
+    """
+    # Compare as stored: JSON turns the configs' tuples into lists.
+    identity = json.loads(json.dumps(identity))
+    if fresh or not path.exists():
+        return {"identity": identity, "runs": [], "pretraining": None, "results": []}
+    stored = json.loads(path.read_text())
+    clashes = [
+        key
+        for key, value in identity.items()
+        if value is not None and stored["identity"].get(key) is not None and stored["identity"][key] != value
+    ]
+    if clashes:
+        raise SystemExit(f"{path} holds results with other {', '.join(clashes)}; pass --fresh or another --out")
+    for key, value in identity.items():
+        if value is not None:
+            stored["identity"][key] = value
+    return stored
+
+
+def seed_counts(counts: Sequence[int]) -> str:
+    """``"10 seeds"``, or ``"2-10 seeds"`` when budgets were run with different numbers of seeds."""
+    low, high = min(counts), max(counts)
+    return f"{high} seeds" if low == high else f"{low}-{high} seeds"
+
+
+def plot(path: Path, summary: dict[tuple[str, int], Any], methods: Sequence[str], majority_error: float) -> None:
+    """Test error against labels (log x), one line per method with seed spread as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    for method in methods:
+        points = sorted((budget, cell) for (name, budget), cell in summary.items() if name == method)
+        if not points:
+            continue
+        budgets = [budget for budget, _ in points]
+        axes.errorbar(
+            budgets,
+            [100 * cell.mean for _, cell in points],
+            yerr=[100 * cell.std for _, cell in points],
+            marker="o",
+            capsize=3,
+            color=f"C{METHODS.index(method)}",  # the same colour for a method whatever else is plotted
+            label=f"{METHOD_LABELS[method]} ({seed_counts([cell.n_seeds for _, cell in points])})",
+        )
+    axes.plot(PAPER_POINT[0], 100 * PAPER_POINT[1], "k*", markersize=12, label="paper: 7.79 % at 145 labels")
+    axes.axhline(100 * majority_error, color="grey", linestyle=":", label="majority class")
+    axes.set_xscale("log")
+    all_budgets = sorted({budget for _, budget in summary})
+    axes.set_xticks(all_budgets, [str(budget) for budget in all_budgets])
+    axes.minorticks_off()
+    axes.set_xlabel("training labels (MiraBest Confident, stratified)")
+    axes.set_ylabel("test error (%), 104 test sources")
+    highest = max([cell.mean + cell.std for cell in summary.values()], default=0.0)
+    axes.set_ylim(0, 100 * max(0.5, majority_error + 0.03, highest + 0.02))
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    axes.set_title("MiraBest Confident: test error vs labels (mean ± std over seeds)", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from ml.checkpoint import load_checkpoint
+    from ml.config import FINETUNE_PRESETS, config_to_dict, get_finetune_config
+    from ml.evaluation import SubsetResult, evaluate_subsets, load_mirabest_confident_split, markdown_table, summarise
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = None if args.device == "auto" else args.device
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+    pretraining = None
+    checkpoint_path = args.checkpoint
+    if args.pretrain_preset:
+        checkpoint_path, pretraining = pretrain_checkpoint(args, device)
+    checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
+    encoder = checkpoint.encoder if checkpoint else None
+
+    uses_finetune = bool(FINETUNE_METHODS & set(args.methods))
+    finetune_config = None
+    if uses_finetune:
+        default = checkpoint.pretrain_config.name if checkpoint and checkpoint.pretrain_config else "paper"
+        preset = args.finetune_preset or (default if default in FINETUNE_PRESETS else "paper")
+        overrides = {} if args.finetune_epochs is None else {"epochs": args.finetune_epochs}
+        finetune_config = get_finetune_config(preset, **overrides)
+    if "supervised" in args.methods and encoder is None:
+        # Without a checkpoint the baseline still needs an architecture: the paper's.
+        from ml.config import EncoderConfig
+        from ml.encoder import build_encoder
+
+        encoder = build_encoder(EncoderConfig())
+
+    identity = {
+        "encoder_sha256": file_sha256(checkpoint_path) if checkpoint_path else None,
+        "encoder_config": config_to_dict(encoder.config) if encoder is not None else None,
+        "finetune_config": config_to_dict(finetune_config) if finetune_config else None,
+        "pca_dim": args.pca_dim if "pca" in args.methods else None,
+    }
+    results_path = args.out / RESULTS_FILE
+    record = load_results(results_path, identity, args.fresh)
+    if checkpoint is not None:
+        record["encoder"] = {
+            "checkpoint": str(checkpoint_path),
+            "pretrain_config": config_to_dict(checkpoint.pretrain_config) if checkpoint.pretrain_config else None,
+            "steps": checkpoint.steps,
+            "pretraining_images": checkpoint.data.n_images if checkpoint.data else None,
+            "created_at": checkpoint.created_at,
+            "code_version": checkpoint.code_version,
+        }
+    if pretraining and "pool" in pretraining:
+        record["pretraining"] = pretraining
+    record["runs"].append(
+        {
+            "command": " ".join([executable(), "-m", "bench.paper_benchmark", *sys.argv[1:]]),
+            "started_at": started_at,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+            "device": str(torch.device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")),
+        }
+    )
+    done = {(r["method"], r["budget"], r["seed"]) for r in record["results"]}
+
+    split = load_mirabest_confident_split(args.mirabest)
+    # Results already in the file are kept, not recomputed: the CPU protocol is run in steps.
+    todo = {
+        method: {budget: [s for s in args.seeds if (method, budget, s) not in done] for budget in args.budgets}
+        for method in args.methods
+    }
+    total = sum(len(seeds) for budgets in todo.values() for seeds in budgets.values())
+    with tqdm(total=total, desc="subsets", unit="fit", file=sys.stderr, mininterval=2) as bar:
+
+        def keep(result: SubsetResult) -> None:
+            # Saved as each result arrives, so an interrupted run loses at most one fit.
+            record["results"].append(dataclasses.asdict(result))
+            write_json(results_path, record)
+            bar.update()
+            bar.set_postfix(method=result.method, budget=result.budget, err=f"{100 * result.error:.1f}%", refresh=False)
+
+        for method, budgets in todo.items():
+            if not any(budgets.values()):
+                continue
+            fit_predict = method_runner(method, split, encoder, finetune_config, args, device)
+            for budget, seeds in budgets.items():
+                evaluate_subsets(
+                    method, fit_predict, split.train_labels, split.test_labels, [budget], seeds, on_result=keep
+                )
+    record["runs"][-1]["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(results_path, record)
+
+    summary = summarise(SubsetResult(**r) for r in record["results"])
+    present = [m for m in METHODS if any(name == m for name, _ in summary)]
+    budgets = sorted({budget for _, budget in summary})
+    print(markdown_table(summary, present, budgets, labels=METHOD_LABELS))
+    majority_error = float(min(np.mean(split.test_labels == 0), np.mean(split.test_labels == 1)))
+    plot_path = args.out / PLOT_FILE
+    plot(plot_path, summary, present, majority_error)
+    if args.docs_plot:
+        Path(args.docs_plot).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plot_path, args.docs_plot)
+    print(f"results: {results_path}; plot: {plot_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,290 @@
+"""The paper's few-label evaluation protocol on MiraBest Confident, as pure functions.
+
+Slijepcevic et al. (2023) report test error on the 104 MiraBest Confident test sources
+after training on stratified subsets of the 729 training sources (36, 73, 145, 291 and 729
+labels, i.e. 5-100 %), mean and spread over seeds 0-9. This module draws those subsets,
+runs any ``fit_predict`` over every (budget, seed) and summarises the errors; the linear
+probe (standardised logistic regression on frozen features, ``ml.classifier``) is one such
+``fit_predict``. The command that runs every method and writes tables and plots is
+``bench/paper_benchmark.py``.
+
+Subsets are drawn so that, for one seed, every method sees the same labels, and a smaller
+budget's labels are a subset of a larger budget's (see :func:`stratified_subset`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ml.classifier import check_labels, fit_classifier
+from ml.config import ClassifierConfig
+from ml.datasets import mirabest_confident, read_mirabest
+
+#: Label budgets of the paper (5, 10, 20, 40 and 100 % of the 729 training sources).
+PAPER_BUDGETS = (36, 73, 145, 291, 729)
+#: Seeds of the paper's few-label runs.
+PAPER_SEEDS = tuple(range(10))
+#: Class names in label order (0 = FRI, 1 = FRII).
+CLASS_NAMES = ("FRI", "FRII")
+#: The paper's linear probe: C = 1 and no probability calibration (only argmax matters for
+#: the error, and calibration would refit on cross-validation folds of a few labels).
+LINEAR_PROBE = ClassifierConfig(C=1.0, calibrate_min_per_class=2**31)
+
+
+@dataclass(frozen=True)
+class BenchmarkSplit:
+    """The fixed train / test split of a labelled benchmark.
+
+    Attributes:
+        train_images: uint8 (N_train, 150, 150).
+        train_labels: int64 (N_train,), indices into ``CLASS_NAMES``.
+        test_images: uint8 (N_test, 150, 150).
+        test_labels: int64 (N_test,).
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def load_mirabest_confident_split(path: str | Path) -> BenchmarkSplit:
+    """MiraBest Confident with the official split: 729 train, 104 test (FRI = 0, FRII = 1).
+
+    Args:
+        path: ``MiraBest_F_batches.tar.gz``.
+
+    Raises:
+        DatasetError: The archive cannot be read (:func:`ml.datasets.read_mirabest`).
+    """
+    records = mirabest_confident(read_mirabest(path))
+
+    def part(split: str) -> tuple[np.ndarray, np.ndarray]:
+        chosen = [record for record in records if record.split == split]
+        images = np.stack([record.image for record in chosen])
+        labels = np.array([CLASS_NAMES.index(str(record.label)) for record in chosen], dtype=np.int64)
+        return images, labels
+
+    train_images, train_labels = part("train")
+    test_images, test_labels = part("test")
+    return BenchmarkSplit(train_images, train_labels, test_images, test_labels)
+
+
+def class_counts(labels: np.ndarray, budget: int) -> dict[int, int]:
+    """How many labels of each class a stratified subset of ``budget`` holds.
+
+    Largest-remainder apportionment of ``budget`` to the class frequencies, with at least
+    one label per class (a classifier needs both classes). With two classes the count of
+    each class never falls as the budget grows, which is what makes subsets nested.
+
+    Raises:
+        ValueError: ``budget`` is below the number of classes or above ``len(labels)``.
+    """
+    classes, available = np.unique(labels, return_counts=True)
+    if not len(classes) <= budget <= len(labels):
+        raise ValueError(f"budget {budget} must lie in {len(classes)}..{len(labels)}")
+    quotas = budget * available / available.sum()
+    counts = np.maximum(np.floor(quotas).astype(np.int64), 1)
+    # Hand out what flooring left over by largest remainder; ties go to the smaller class
+    # index so the allocation is deterministic. np.maximum can overshoot only by lifting an
+    # empty class to one, so the loop below also takes labels back from the largest class.
+    order = sorted(range(len(classes)), key=lambda i: (-(quotas[i] - np.floor(quotas[i])), i))
+    position = 0
+    while counts.sum() < budget:
+        index = order[position % len(order)]
+        if counts[index] < available[index]:
+            counts[index] += 1
+        position += 1
+    while counts.sum() > budget:
+        counts[int(np.argmax(counts))] -= 1
+    return {int(label): int(count) for label, count in zip(classes, counts, strict=True)}
+
+
+def stratified_subset(labels: Sequence[int] | np.ndarray, budget: int, seed: int) -> np.ndarray:
+    """Indices of a class-stratified random subset of ``budget`` labels.
+
+    Deterministic for a seed, independent of the method that will use it. Each class's
+    members are shuffled once per seed and the subset takes the first ``class_counts``
+    of each, so for one seed the subsets of growing budgets are nested (36 labels are
+    part of the 73, which are part of the 145, ...) whenever per-class counts grow with
+    the budget (always with two classes). Nesting makes a learning curve measure the
+    effect of more labels rather than of a fresh draw.
+
+    Args:
+        labels: Class of every training item.
+        budget: Subset size; ``len(labels)`` gives every item (the same for all seeds).
+        seed: Seed of the draw.
+
+    Returns:
+        Sorted int64 indices into ``labels``.
+
+    Raises:
+        ValueError: ``budget`` outside ``n_classes..len(labels)``.
+    """
+    targets = np.asarray(labels)
+    counts = class_counts(targets, budget)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(targets == label))[:count] for label, count in counts.items()]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class SubsetResult:
+    """One method trained on one labelled subset and scored on the test set.
+
+    Attributes:
+        method: Method name, e.g. ``"linear"``.
+        budget: Number of training labels.
+        seed: Seed of the subset draw (and of the method's own randomness).
+        error: Test error, a fraction in 0..1.
+        seconds: Wall-clock time of fitting and predicting.
+    """
+
+    method: str
+    budget: int
+    seed: int
+    error: float
+    seconds: float
+
+
+#: Fit on the given training indices and return predicted test labels; the int is the seed.
+FitPredict = Callable[[np.ndarray, int], np.ndarray]
+
+
+def error_rate(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """Fraction of wrong predictions."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape:
+        raise ValueError(f"{predictions.shape} predictions for {labels.shape} labels")
+    return float(np.mean(predictions != labels))
+
+
+def evaluate_subsets(
+    method: str,
+    fit_predict: FitPredict,
+    train_labels: np.ndarray,
+    test_labels: np.ndarray,
+    budgets: Iterable[int],
+    seeds: Iterable[int],
+    *,
+    on_result: Callable[[SubsetResult], None] | None = None,
+) -> list[SubsetResult]:
+    """Run ``fit_predict`` on the stratified subset of every (budget, seed) and score it.
+
+    Args:
+        method: Name recorded in the results.
+        fit_predict: ``(train indices, seed) -> predicted test labels``.
+        train_labels: Labels of the whole training set (the subsets index into it).
+        test_labels: True test labels.
+        budgets: Label budgets.
+        seeds: Seeds; the subset for (budget, seed) is ``stratified_subset(..., budget, seed)``.
+        on_result: Called after each result (progress bars, saving as results arrive).
+
+    Returns:
+        One result per (budget, seed), budgets outermost.
+    """
+    results = []
+    seed_list = list(seeds)
+    for budget in budgets:
+        for seed in seed_list:
+            indices = stratified_subset(train_labels, budget, seed)
+            started = time.perf_counter()
+            predictions = fit_predict(indices, seed)
+            result = SubsetResult(
+                method=method,
+                budget=budget,
+                seed=seed,
+                error=error_rate(predictions, test_labels),
+                seconds=time.perf_counter() - started,
+            )
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def linear_probe(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features: np.ndarray,
+    config: ClassifierConfig = LINEAR_PROBE,
+) -> FitPredict:
+    """The paper's linear evaluation as a ``FitPredict``: logistic regression on frozen features.
+
+    Args:
+        train_features: (N_train, D) features of the whole training set.
+        train_labels: (N_train,) labels.
+        test_features: (N_test, D) features of the test set.
+        config: Classifier settings (default: C = 1, uncalibrated).
+    """
+    targets = check_labels(train_labels, len(train_features))
+
+    def fit_predict(indices: np.ndarray, seed: int) -> np.ndarray:
+        classifier = fit_classifier(train_features[indices], targets[indices], config, seed=seed)
+        return classifier.predict(test_features)
+
+    return fit_predict
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    """Test error of one method at one budget over seeds.
+
+    Attributes:
+        mean: Mean error (fraction).
+        std: Sample standard deviation over seeds (ddof = 1; 0 for a single seed).
+        n_seeds: Number of seeds.
+    """
+
+    mean: float
+    std: float
+    n_seeds: int
+
+
+def summarise(results: Iterable[SubsetResult]) -> dict[tuple[str, int], ErrorSummary]:
+    """Mean and spread of the error per (method, budget)."""
+    errors: dict[tuple[str, int], list[float]] = {}
+    for result in results:
+        errors.setdefault((result.method, result.budget), []).append(result.error)
+    return {
+        key: ErrorSummary(
+            mean=float(np.mean(values)),
+            std=float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            n_seeds=len(values),
+        )
+        for key, values in errors.items()
+    }
+
+
+def markdown_table(
+    summary: dict[tuple[str, int], ErrorSummary],
+    methods: Sequence[str],
+    budgets: Sequence[int],
+    *,
+    labels: dict[str, str] | None = None,
+) -> str:
+    """A markdown table: one row per method, one column per budget, ``mean ± std (n)`` in %.
+
+    Args:
+        summary: Output of :func:`summarise`.
+        methods: Row order.
+        budgets: Column order.
+        labels: Display names of methods (default: the method names).
+    """
+    labels = labels or {}
+    lines = [
+        "| method | " + " | ".join(f"{budget} labels" for budget in budgets) + " |",
+        "| --- | " + " | ".join("---" for _ in budgets) + " |",
+    ]
+    for method in methods:
+        cells = []
+        for budget in budgets:
+            cell = summary.get((method, budget))
+            cells.append("" if cell is None else f"{100 * cell.mean:.1f} ± {100 * cell.std:.1f} (n={cell.n_seeds})")
+        lines.append(f"| {labels.get(method, method)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
