@@ -22,14 +22,12 @@ import numpy as np
 from ml.classifier import check_embeddings, fit_classifier, fit_ensemble
 from ml.config import ClassifierConfig
 from ml.consensus import majority
-from ml.datasets import mirabest_confident, read_mirabest
 from ml.errors import DataError, ShapeMismatchError
+from ml.evaluation import load_mirabest_confident_split
 from ml.policies import COLD_START_POLICY, POLICIES, PolicyConfigError, policy_inputs, rank
 
 #: Label counts the paper reports (5, 10, 20 and 40 % of the 729 MiraBest Confident pool).
 PAPER_CHECKPOINTS = (36, 73, 145, 291)
-#: MiraBest class names in label order.
-CLASS_NAMES = ("FRI", "FRII")
 
 
 # --- data and features --------------------------------------------------------------------------
@@ -59,11 +57,11 @@ def load_mirabest_confident(path: str | Path) -> LabelledImages:
     Raises:
         DatasetError: The archive cannot be read (from :func:`ml.datasets.read_mirabest`).
     """
-    records = mirabest_confident(read_mirabest(path))
+    split = load_mirabest_confident_split(path)  # the benchmark's own loader: one reading of the protocol
     return LabelledImages(
-        images=np.stack([record.image for record in records]),
-        labels=np.array([CLASS_NAMES.index(str(record.label)) for record in records]),
-        is_test=np.array([record.split == "test" for record in records]),
+        images=np.concatenate([split.train_images, split.test_images]),
+        labels=np.concatenate([split.train_labels, split.test_labels]),
+        is_test=np.repeat([False, True], [len(split.train_labels), len(split.test_labels)]),
     )
 
 
