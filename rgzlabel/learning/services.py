@@ -137,6 +137,7 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
             0.2 + 0.75 * p.fraction,
             f"epoch {p.epoch + 1}, step {p.step}/{p.total_steps}, loss {p.loss:.4f}, "
             f"{p.images_per_s:.1f} img/s, {p.eta_s / 60:.1f} min left",
+            force=p.step == p.total_steps,  # the last step is always recorded, however soon it comes
             epoch=p.epoch + 1,
             step=p.step,
             total_steps=p.total_steps,
