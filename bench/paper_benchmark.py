@@ -84,6 +84,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="pretrain BYOL on the pool first (reusing OUT/byol-PRESET-eEPOCHS-sSEED.pt if present)",
     )
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")
+    parser.add_argument(
+        "--pretrain-minutes",
+        type=float,
+        help="fit pretraining into about this many minutes: epochs from a measured step rate, at most the preset's",
+    )
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        metavar="MINUTES",
+        help="start no new fit after this many minutes; the table covers what finished (rerun to go on)",
+    )
     parser.add_argument("--pretrain-seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated from {', '.join(METHODS)}")
     parser.add_argument("--budgets", default="36,73,145,291,729")
@@ -110,6 +121,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
     if ENCODER_METHODS & set(args.methods) and not (args.checkpoint or args.pretrain_preset):
         parser.error("linear and finetune need --checkpoint or --pretrain-preset")
+    if args.pretrain_minutes is not None and (args.epochs is not None or not args.pretrain_preset):
+        parser.error("--pretrain-minutes needs --pretrain-preset and chooses the epochs itself (no --epochs)")
+    for name in ("pretrain_minutes", "stop_after"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
     args.budgets = [int(budget) for budget in args.budgets.split(",")]
     args.seeds = parse_seeds(args.seeds)
     return args
@@ -136,6 +152,20 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
+def sized_epochs(config: Any, n_images: int, minutes: float, device: str | None) -> tuple[int, float]:
+    """Epochs of ``config`` that fit ``minutes`` at the step rate measured on this device.
+
+    Returns:
+        ``(epochs, images per second)``; epochs at most the preset's, at least one.
+    """
+    from bench.encoder_throughput import byol_images_per_s
+
+    batch = min(config.batch_size, n_images)
+    rate = byol_images_per_s(config.name, batch, warmup_steps=2, steps=5, device=device)
+    fitting = int(minutes * 60 * rate // n_images)
+    return max(1, min(config.epochs, fitting)), rate
+
+
 def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[Path, dict[str, Any]]:
     """Pretrain BYOL on the test-free pool, or reuse the checkpoint a previous run left in OUT."""
     from ml.checkpoint import save_checkpoint
@@ -143,15 +173,32 @@ def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[P
     from ml.pools import build_pretraining_pool
     from ml.train import TrainingProgress, pretrain
 
-    overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    config = get_config(args.pretrain_preset, **overrides)
-    path = args.out / f"byol-{config.name}-e{config.epochs}-s{args.pretrain_seed}.pt"
-    info: dict[str, Any] = {"preset": config.name, "epochs": config.epochs}
-    if path.exists():
-        print(f"reusing {path} (delete it to pretrain again)", file=sys.stderr)
-        return path, info
+    config = get_config(args.pretrain_preset, **({} if args.epochs is None else {"epochs": args.epochs}))
+    stem = f"byol-{config.name}"
+    if args.pretrain_minutes is not None:
+        # The epochs depend on this device's speed: any checkpoint of the preset and seed is reused.
+        earlier = sorted(args.out.glob(f"{stem}-e*-s{args.pretrain_seed}.pt"), key=lambda p: p.stat().st_mtime)
+        if earlier:
+            print(f"reusing {earlier[-1]} (delete it to pretrain again)", file=sys.stderr)
+            return earlier[-1], {"preset": config.name}
+    else:
+        path = args.out / f"{stem}-e{config.epochs}-s{args.pretrain_seed}.pt"
+        if path.exists():
+            print(f"reusing {path} (delete it to pretrain again)", file=sys.stderr)
+            return path, {"preset": config.name, "epochs": config.epochs}
     images, provenance, report = build_pretraining_pool(args.mirabest, args.griese, args.frdeep)
     print(f"pretraining pool: {report}", file=sys.stderr)
+    info: dict[str, Any] = {"preset": config.name}
+    if args.pretrain_minutes is not None:
+        epochs, rate = sized_epochs(config, len(images), args.pretrain_minutes, device)
+        warmup = min(config.warmup_epochs, max(1, epochs // 10))
+        config = dataclasses.replace(config, epochs=epochs, warmup_epochs=warmup)
+        info.update(sized_for_minutes=args.pretrain_minutes, measured_images_per_s=round(rate))
+        print(
+            f"{rate:.0f} images/s: {epochs} epochs (warm-up {warmup}) fit {args.pretrain_minutes} min", file=sys.stderr
+        )
+    info["epochs"] = config.epochs
+    path = args.out / f"{stem}-e{config.epochs}-s{args.pretrain_seed}.pt"
     with tqdm(desc=f"BYOL {config.name}", unit="step", file=sys.stderr, mininterval=5) as bar:
 
         def progress(state: TrainingProgress) -> None:
@@ -216,6 +263,23 @@ def method_runner(
         return predict_proba(result.model, split.test_images, device=device).argmax(axis=1)
 
     return fit_predict
+
+
+def plan_fits(
+    methods: Sequence[str], budgets: Sequence[int], seeds: Sequence[int], done: set[tuple[str, int, int]]
+) -> list[tuple[int, int, str]]:
+    """The ``(seed, budget, method)`` fits still to run, seeds outermost.
+
+    A run stopped early (``--stop-after``, a time limit) then leaves every method with results
+    for the same seeds, so the methods stay comparable seed for seed.
+    """
+    return [
+        (seed, budget, method)
+        for seed in seeds
+        for budget in budgets
+        for method in methods
+        if (method, budget, seed) not in done
+    ]
 
 
 def load_results(path: Path, identity: dict[str, Any], fresh: bool) -> dict[str, Any]:
@@ -301,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = None if args.device == "auto" else args.device
+    torch.backends.cudnn.benchmark = True  # fixed shapes per loop: let cuDNN pick the fastest kernels
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -357,12 +422,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     split = load_mirabest_confident_split(args.mirabest)
     # Results already in the file are kept, not recomputed: the CPU protocol is run in steps.
-    todo = {
-        method: {budget: [s for s in args.seeds if (method, budget, s) not in done] for budget in args.budgets}
-        for method in args.methods
-    }
-    total = sum(len(seeds) for budgets in todo.values() for seeds in budgets.values())
-    with tqdm(total=total, desc="subsets", unit="fit", file=sys.stderr, mininterval=2) as bar:
+    # Seeds outermost, so a run stopped early leaves every method with the same seeds.
+    todo = plan_fits(args.methods, args.budgets, args.seeds, done)
+    runners: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {}
+    left = 0
+    with tqdm(total=len(todo), desc="subsets", unit="fit", file=sys.stderr, mininterval=2) as bar:
 
         def keep(result: SubsetResult) -> None:
             # Saved as each result arrives, so an interrupted run loses at most one fit.
@@ -371,18 +435,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             bar.update()
             bar.set_postfix(method=result.method, budget=result.budget, err=f"{100 * result.error:.1f}%", refresh=False)
 
-        for method, budgets in todo.items():
-            if not any(budgets.values()):
-                continue
-            fit_predict = method_runner(method, split, encoder, finetune_config, args, device)
-            for budget, seeds in budgets.items():
-                evaluate_subsets(
-                    method, fit_predict, split.train_labels, split.test_labels, [budget], seeds, on_result=keep
-                )
+        for done_fits, (seed, budget, method) in enumerate(todo):
+            if args.stop_after is not None and time.perf_counter() - started > 60 * args.stop_after:
+                left = len(todo) - done_fits
+                break
+            if method not in runners:
+                runners[method] = method_runner(method, split, encoder, finetune_config, args, device)
+            evaluate_subsets(
+                method, runners[method], split.train_labels, split.test_labels, [budget], [seed], on_result=keep
+            )
+    if left:
+        print(
+            f"stopped after {args.stop_after} min with {left} fits left: run the same command to go on", file=sys.stderr
+        )
     record["runs"][-1]["seconds"] = round(time.perf_counter() - started, 1)
+    record["runs"][-1]["fits_left"] = left
     write_json(results_path, record)
 
     summary = summarise(SubsetResult(**r) for r in record["results"])
+    if not summary:
+        print(f"no results yet in {results_path}", file=sys.stderr)
+        return 0
     present = [m for m in METHODS if any(name == m for name, _ in summary)]
     budgets = sorted({budget for _, budget in summary})
     print(markdown_table(summary, present, budgets, labels=METHOD_LABELS))
