@@ -4,13 +4,20 @@ Test error on the 104 MiraBest Confident test sources after training on stratifi
 subsets of the 729 training sources, per label budget and seed, for four methods:
 
 * ``linear``: frozen BYOL features + standardised logistic regression (the linear probe);
+* ``linear-dihedral``: the same probe on features averaged over the 8 rotations/flips of
+  the test view (``ml.embed.embed(views="dihedral")``, what the labelling server embeds with);
 * ``finetune``: the BYOL encoder fine-tuned with a linear head (``ml.finetune``);
 * ``supervised``: the same ResNet-18 from scratch on the same labels and augmentations;
 * ``pca``: raw-pixel PCA (fitted on the 729 training images) + logistic regression.
 
-The full protocol on a GPU (BYOL pretraining on the pool of ``ml.pools`` first):
+The full protocol on a GPU (BYOL pretraining on the pool of ``ml.pools`` first; on an H200
+about 1.5 minutes of pretraining and 8 of fits; ``bench/gpu_run.sh`` wraps it):
 
     .venv/bin/python -m bench.paper_benchmark --pretrain-preset paper --seeds 0-9
+
+With little GPU time, ``--pretrain-minutes M`` sizes the epochs to fit (from a measured step
+rate, never more than the preset's) and ``--stop-after M`` ends the run between fits; running
+the same command again goes on where it stopped.
 
 A reduced protocol on a CPU, in steps that add to the same results file:
 
@@ -43,15 +50,16 @@ import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("linear", "finetune", "supervised", "pca")
+METHODS = ("linear", "linear-dihedral", "finetune", "supervised", "pca")
 METHOD_LABELS = {
     "linear": "BYOL features + logistic regression",
+    "linear-dihedral": "BYOL features, mean of 8 rotations/flips, + logistic regression",
     "finetune": "BYOL fine-tuned",
     "supervised": "supervised ResNet-18 from scratch",
     "pca": "raw-pixel PCA + logistic regression",
 }
 #: Methods that need the BYOL encoder, and those whose result depends on fine-tuning settings.
-ENCODER_METHODS = frozenset({"linear", "finetune"})
+ENCODER_METHODS = frozenset({"linear", "linear-dihedral", "finetune"})
 FINETUNE_METHODS = frozenset({"finetune", "supervised"})
 #: The paper's headline: 7.79 % test error with 145 labels (mean of 10 seeds).
 PAPER_POINT = (145, 0.0779)
@@ -120,7 +128,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
     if ENCODER_METHODS & set(args.methods) and not (args.checkpoint or args.pretrain_preset):
-        parser.error("linear and finetune need --checkpoint or --pretrain-preset")
+        parser.error(f"{', '.join(sorted(ENCODER_METHODS))} need --checkpoint or --pretrain-preset")
     if args.pretrain_minutes is not None and (args.epochs is not None or not args.pretrain_preset):
         parser.error("--pretrain-minutes needs --pretrain-preset and chooses the epochs itself (no --epochs)")
     for name in ("pretrain_minutes", "stop_after"):
@@ -241,13 +249,14 @@ def method_runner(
             np.concatenate([split.train_images, split.test_images]), dim=args.pca_dim, fit_rows=np.arange(n_train)
         )
         return linear_probe(features[:n_train], split.train_labels, features[n_train:])
-    if method == "linear":
+    if method in ("linear", "linear-dihedral"):
         from ml.embed import embed
 
+        views = "dihedral" if method == "linear-dihedral" else "centre"
         return linear_probe(
-            embed(encoder, split.train_images, device=device),
+            embed(encoder, split.train_images, device=device, views=views),
             split.train_labels,
-            embed(encoder, split.test_images, device=device),
+            embed(encoder, split.test_images, device=device, views=views),
         )
 
     from ml.finetune import finetune, predict_proba, train_supervised_baseline

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -22,6 +23,26 @@ from ml.config import AugmentConfig, ViewConfig
 from ml.errors import DataError, EmptyDataError
 
 ImageArray = np.ndarray | torch.Tensor
+
+#: How a frozen encoder looks at an image: the paper's one centre view, or the mean over the
+#: eight rotations by multiples of 90 degrees, each with and without a flip. Radio sources
+#: have no preferred orientation, so averaging over them removes what BYOL's rotation
+#: augmentation could not fully teach the encoder to ignore (docs/benchmarks.md measures it).
+TestViews = Literal["centre", "dihedral"]
+TEST_VIEWS: tuple[str, ...] = get_args(TestViews)
+
+
+def view_poses(views: str) -> list[tuple[float, bool]]:
+    """The (rotation in radians, horizontal flip) of each view of a ``TestViews`` name.
+
+    Raises:
+        ValueError: An unknown name.
+    """
+    if views == "centre":
+        return [(0.0, False)]
+    if views == "dihedral":
+        return [(k * math.pi / 2, flip) for flip in (False, True) for k in range(4)]
+    raise ValueError(f"unknown test views {views!r}; choose from {', '.join(TEST_VIEWS)}")
 
 
 def as_image_tensor(images: ImageArray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -113,15 +134,17 @@ def random_views(
     return (views - view.mean) / view.std
 
 
-def eval_views(images: torch.Tensor, view: ViewConfig) -> torch.Tensor:
+def eval_views(images: torch.Tensor, view: ViewConfig, angle: float = 0.0, flip: bool = False) -> torch.Tensor:
     """The paper's deterministic test view: centre crop, resize to the input size, normalise.
 
     With ``input_size == crop_size`` the grid lands on pixel centres, so this equals a
-    plain centre crop; it shares the resampling of ``random_views`` otherwise.
+    plain centre crop; it shares the resampling of ``random_views`` otherwise. ``angle``
+    (radians, about the image centre) and ``flip`` give the other poses of ``view_poses``;
+    multiples of 90 degrees keep the grid on pixel centres too.
     """
     n, device = images.shape[0], images.device
     zeros, ones = torch.zeros(n, device=device), torch.ones(n, device=device)
-    theta = _affine(images.shape[-1], view.crop_size, zeros, ones, ones, zeros, zeros)
+    theta = _affine(images.shape[-1], view.crop_size, zeros + angle, -ones if flip else ones, ones, zeros, zeros)
     return (_resample(images, theta, view.input_size) - view.mean) / view.std
 
 

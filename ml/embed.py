@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
-from ml.augment import ImageArray, as_image_tensor, eval_views
+from ml.augment import ImageArray, TestViews, as_image_tensor, eval_views, view_poses
 from ml.config import ViewConfig
 from ml.device import resolve_device
 from ml.encoder import RadioEncoder
@@ -37,11 +37,20 @@ def map_batches(
     *,
     batch_size: int,
     device: torch.device,
+    views: TestViews = "centre",
 ) -> np.ndarray:
-    """Write ``model(test view)`` of each batch of ``images`` into the rows of ``out``."""
+    """Write ``model(test view)`` of each batch of ``images`` into the rows of ``out``.
+
+    With ``views="dihedral"`` the row is the mean of ``model`` over the eight poses of
+    ``ml.augment.view_poses``.
+    """
+    poses = view_poses(views)
     for start in range(0, len(images), batch_size):
         batch = as_image_tensor(images[start : start + batch_size], device)
-        out[start : start + len(batch)] = model(eval_views(batch, view)).float().cpu().numpy()
+        total = model(eval_views(batch, view, *poses[0])).float()
+        for pose in poses[1:]:
+            total += model(eval_views(batch, view, *pose)).float()
+        out[start : start + len(batch)] = (total / len(poses)).cpu().numpy()
     return out
 
 
@@ -52,11 +61,14 @@ def embed(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     out: np.ndarray | None = None,
+    views: TestViews = "centre",
 ) -> np.ndarray:
     """Embed images with a frozen encoder (the paper's representation for linear evaluation).
 
     The encoder sees the deterministic test view (centre crop, normalisation) in eval mode
-    and float32, so the same images always give the same rows.
+    and float32, so the same images always give the same rows. ``views="dihedral"``
+    averages the features of the eight rotations/flips of that view: rows that do not
+    depend on the source's orientation, at eight times the cost.
 
     Args:
         encoder: A trained encoder; it is switched to eval mode and moved to ``device``.
@@ -64,6 +76,7 @@ def embed(
         batch_size: Images per forward pass.
         device: Where to run; CUDA when available by default.
         out: Optional (N, D) float32 array (e.g. a memory map) to write into.
+        views: ``"centre"`` (the paper's) or ``"dihedral"``.
 
     Returns:
         float32 features (N, encoder.feature_dim); ``out`` when it was given.
@@ -71,7 +84,9 @@ def embed(
     Raises:
         EmptyDataError: No images.
         ShapeMismatchError: ``out`` has the wrong shape or dtype.
+        ValueError: Unknown ``views``.
     """
+    view_poses(views)  # an unknown name fails before any work
     if len(images) == 0:
         raise EmptyDataError("no images to embed")
     shape = (len(images), encoder.feature_dim)
@@ -81,7 +96,7 @@ def embed(
         raise ShapeMismatchError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     device = resolve_device(device)
     encoder.eval().to(device)
-    return map_batches(encoder, images, encoder.config.view, out, batch_size=batch_size, device=device)
+    return map_batches(encoder, images, encoder.config.view, out, batch_size=batch_size, device=device, views=views)
 
 
 @dataclass
@@ -127,6 +142,7 @@ def embed_to_folder(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     overwrite: bool = False,
+    views: TestViews = "centre",
 ) -> Path:
     """Embed images straight into an embedding-set folder (streaming; no copy in memory).
 
@@ -138,7 +154,7 @@ def embed_to_folder(
     ids = _check_ids(source_ids, len(images))
 
     def fill(matrix: np.ndarray) -> None:
-        embed(encoder, images, batch_size=batch_size, device=device, out=matrix)
+        embed(encoder, images, batch_size=batch_size, device=device, out=matrix, views=views)
 
     return _write_folder(path, ids, (len(images), encoder.feature_dim), fill, overwrite)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ml.augment import ImageArray, as_image_tensor, random_views
+from ml.augment import ImageArray, TestViews, as_image_tensor, random_views
 from ml.classifier import check_labels
 from ml.config import EncoderConfig, FinetuneConfig
 from ml.device import as_layout, autocast, maybe_compile, place, resolve_device
@@ -193,8 +193,12 @@ def predict_proba(
     *,
     batch_size: int = 256,
     device: str | torch.device | None = None,
+    views: TestViews = "centre",
 ) -> np.ndarray:
-    """Class probabilities (N, n_classes) of a fine-tuned model on the test view."""
+    """Class probabilities (N, n_classes) of a fine-tuned model on the test view.
+
+    ``views="dihedral"`` averages the probabilities over the eight rotations/flips of it.
+    """
     if len(images) == 0:
         raise EmptyDataError("no images to classify")
     device = resolve_device(device)
@@ -204,4 +208,5 @@ def predict_proba(
     def probabilities(views: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(views), dim=1)
 
-    return map_batches(probabilities, images, model.encoder.config.view, out, batch_size=batch_size, device=device)
+    view = model.encoder.config.view
+    return map_batches(probabilities, images, view, out, batch_size=batch_size, device=device, views=views)

@@ -14,6 +14,7 @@ from rgzlabel.env import (
     ConfigError,
     database_from_url,
     env_bool,
+    env_choice,
     env_float,
     env_int,
     env_list,
@@ -235,6 +236,10 @@ RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
 # CPU threads for training and embedding in a worker (0: torch's default, all cores). bin/start
 # leaves one core to the web server so volunteers stay fast while pretraining runs.
 RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
+# How embedding jobs look at each cutout: "dihedral" averages the encoder over 8 rotations/flips
+# (orientation-free features, 8x the embedding cost; 4 points less test error at 145 labels in
+# docs/benchmarks.md), "centre" is the paper's single view.
+RGZ_EMBED_VIEWS = env_choice("RGZ_EMBED_VIEWS", "dihedral", ("dihedral", "centre"))
 # Server folders that admins may ingest from through the web form (the command line may read anything).
 RGZ_INGEST_ROOTS = env_list("RGZ_INGEST_ROOTS", [str(SHARED_DATA_DIR), str(DATA_DIR)])
 # The active-learning simulation whose random-sampling curve the dashboard shows (bench.al_simulation).

@@ -37,6 +37,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("REDIS_URL", "redis://127.0.0.1:port/0", "malformed URL"),
         ("DJANGO_DEBUG", "maybe", "expected true or false"),
         ("RGZ_RETIRE_AFTER", "0", "must be at least 1"),
+        ("RGZ_EMBED_VIEWS", "octagonal", "expected one of dihedral, centre"),
     ],
 )
 def test_it_names_the_malformed_setting(variable: str, value: str, expected: str) -> None:

@@ -35,11 +35,14 @@ class EmbeddingSet(models.Model):
     """
 
     METHOD_CHOICES = [("encoder", "pretrained encoder"), ("pca", "pixel PCA (cold start)")]
+    #: ``ml.augment.TestViews``: how the encoder looked at each cutout (queries must look the same way).
+    VIEWS_CHOICES = [("centre", "centre view"), ("dihedral", "mean of 8 rotations/flips")]
 
     encoder = models.ForeignKey(
         EncoderVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="embedding_sets"
     )
     method = models.CharField(max_length=16, choices=METHOD_CHOICES)
+    views = models.CharField(max_length=16, choices=VIEWS_CHOICES, default="centre")
     path = models.CharField(max_length=1024, help_text="folder holding the matrix and the source ids")
     n_sources = models.PositiveIntegerField()
     dim = models.PositiveIntegerField()

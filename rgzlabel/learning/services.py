@@ -75,7 +75,8 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
     """Embed every ingested source, store the matrix on disk and activate it.
 
     ``params``: ``method`` = ``"pca"`` (pixel PCA, seconds on a CPU: the cold start) or
-    ``"encoder"`` with ``encoder`` = an EncoderVersion id.
+    ``"encoder"`` with ``encoder`` = an EncoderVersion id, and optional ``views`` (``"dihedral"``
+    or ``"centre"``, default ``RGZ_EMBED_VIEWS``).
     """
     from ml.embed import embed_to_folder, write_embeddings
 
@@ -83,6 +84,7 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
     if method not in {"pca", "encoder"}:
         raise ValueError(f"unknown embedding method {method!r}: expected 'pca' or 'encoder'")
     encoder_version = EncoderVersion.objects.get(pk=job.params["encoder"]) if method == "encoder" else None
+    views = "centre" if encoder_version is None else job.params.get("views", settings.RGZ_EMBED_VIEWS)
     ids, images = load_pool(context=context)
     folder = embeddings_folder()
     if encoder_version is None:
@@ -95,13 +97,14 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
     else:
         from ml.checkpoint import load_encoder
 
-        context.progress(0.25, f"embedding {len(ids)} cutouts with {encoder_version.name}", force=True)
+        context.progress(0.25, f"embedding {len(ids)} cutouts with {encoder_version.name} ({views} views)", force=True)
         encoder = load_encoder(encoder_version.checkpoint_path)
-        embed_to_folder(encoder, images, ids, folder, device=torch_device(context))
+        embed_to_folder(encoder, images, ids, folder, device=torch_device(context), views=views)
         dim = int(encoder.feature_dim)
     embedding_set = EmbeddingSet.objects.create(
         encoder=encoder_version,
         method=method,
+        views=views,
         path=str(folder),
         n_sources=len(ids),
         dim=dim,

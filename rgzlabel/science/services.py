@@ -81,7 +81,9 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
         )
     image = read_fits(path)  # FitsReadError / PreprocessError are ValueErrors with the reason
     cutout = preprocess(image.data, image.pixel_scale_arcsec)
-    query = embed(load_encoder(embedding_set.encoder.checkpoint_path), cutout[None], device="cpu")[0]
+    # Looked at the way the stored rows were, or the cosines would compare different things.
+    encoder = load_encoder(embedding_set.encoder.checkpoint_path)
+    query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]
     rows, scores = top_k(matrix, query, k)
     neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
     return [(neighbours[int(ids[r])], float(v)) for r, v in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]

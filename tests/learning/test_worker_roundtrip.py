@@ -65,3 +65,13 @@ def test_pretraining_records_an_encoder_and_chains_its_embedding(celery_worker, 
     assert embed.state == Job.State.SUCCEEDED, embed.error + embed.traceback
     active = EmbeddingSet.objects.get(is_active=True)
     assert (active.method, active.encoder_id, active.n_sources) == ("encoder", encoder.pk, 16)
+    # The rows are the orientation-free embedding (RGZ_EMBED_VIEWS' default), and say so.
+    from ml.checkpoint import load_encoder
+    from ml.embed import embed, read_embeddings
+    from rgzlabel.catalog.models import Cutout
+
+    stored = read_embeddings(active.path)
+    images = np.stack([Cutout.objects.get(source_id=int(i)).as_array() for i in stored.source_ids])
+    expected = embed(load_encoder(encoder.checkpoint_path), images, device="cpu", views="dihedral")
+    assert active.views == "dihedral"
+    np.testing.assert_allclose(stored.matrix, expected, rtol=1e-3, atol=1e-4)

@@ -35,6 +35,26 @@ def test_embedding_is_deterministic_and_uses_eval_mode(encoder, images):
     np.testing.assert_allclose(alone[0], first[0], atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "turn", [lambda x: np.rot90(x, 1, axes=(1, 2)), lambda x: x[:, :, ::-1]], ids=["rot90", "flip"]
+)
+def test_dihedral_views_make_rows_independent_of_orientation(encoder, images, turn):
+    turned = np.ascontiguousarray(turn(images))
+
+    centre, centre_turned = embed(encoder, images, device="cpu"), embed(encoder, turned, device="cpu")
+    dihedral = embed(encoder, images, device="cpu", views="dihedral")
+    dihedral_turned = embed(encoder, turned, device="cpu", views="dihedral")
+
+    assert np.abs(centre - centre_turned).max() > 1e-3  # one view does see the orientation
+    np.testing.assert_allclose(dihedral_turned, dihedral, rtol=1e-4, atol=1e-5)
+    assert np.abs(dihedral - centre).max() > 1e-3  # and the eight views are not that one view
+
+
+def test_unknown_views_are_refused_before_any_work(encoder):
+    with pytest.raises(ValueError, match="unknown test views 'octagonal'; choose from centre, dihedral"):
+        embed(encoder, np.zeros((0, 150, 150), dtype=np.uint8), device="cpu", views="octagonal")
+
+
 def test_it_can_write_into_a_given_array(encoder, images):
     out = np.zeros((6, 512), dtype=np.float32)
     assert embed(encoder, images, out=out, device="cpu") is out

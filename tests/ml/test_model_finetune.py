@@ -50,6 +50,11 @@ def test_finetuning_trains_a_copy_and_returns_probabilities(labelled):
     proba = predict_proba(result.model, images[:5], batch_size=2, device="cpu")
     assert proba.shape == (5, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    # Averaged over the eight rotations/flips, a turned image gets the same probabilities.
+    dihedral = predict_proba(result.model, images[:5], device="cpu", views="dihedral")
+    turned = np.ascontiguousarray(np.rot90(images[:5], 1, axes=(1, 2)))
+    np.testing.assert_allclose(predict_proba(result.model, turned, device="cpu", views="dihedral"), dihedral, atol=1e-5)
+    np.testing.assert_allclose(dihedral.sum(axis=1), 1, rtol=1e-5)
 
 
 def test_the_supervised_baseline_starts_from_a_seeded_fresh_encoder(labelled):

@@ -17,8 +17,8 @@ def fits_file(shared_data):
     return sorted((shared_data / "mirabest" / "fits").glob("*.fits"))[0]
 
 
-@pytest.fixture
-def encoder_embedding(make_source, fits_file, tmp_path):
+@pytest.fixture(params=["centre", "dihedral"])
+def encoder_embedding(request, make_source, fits_file, tmp_path):
     """A tiny encoder's embeddings of 8 sources, one of which is the FITS file's source."""
     from ml.checkpoint import save_checkpoint
     from ml.config import get_config
@@ -41,9 +41,12 @@ def encoder_embedding(make_source, fits_file, tmp_path):
     version = EncoderVersion.objects.create(name="tiny", architecture="resnet18", checkpoint_path=str(checkpoint))
     images = np.stack([Cutout.objects.get(source=s).as_array() for s in sources])  # fresh from the database
     folder = embeddings_folder()
-    embed_to_folder(encoder, images, [s.pk for s in sources], folder, device="cpu")
+    views = request.param
+    embed_to_folder(encoder, images, [s.pk for s in sources], folder, device="cpu", views=views)
     activate_embedding_set(
-        EmbeddingSet.objects.create(encoder=version, method="encoder", path=str(folder), n_sources=8, dim=512)
+        EmbeddingSet.objects.create(
+            encoder=version, method="encoder", views=views, path=str(folder), n_sources=8, dim=512
+        )
     )
     return twin
 
