@@ -196,7 +196,7 @@ class EncoderVersionDetailSerializer(EncoderVersionSerializer):
 class EmbeddingSetSerializer(serializers.ModelSerializer):
     class Meta:
         model = EmbeddingSet
-        fields = ["id", "encoder", "method", "n_sources", "dim", "is_active", "job", "created_at"]
+        fields = ["id", "encoder", "method", "views", "n_sources", "dim", "is_active", "job", "created_at"]
 
 
 class ClassifierVersionSerializer(serializers.ModelSerializer):
