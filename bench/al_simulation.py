@@ -90,6 +90,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--features", choices=("pca", "encoder"), default="pca")
     parser.add_argument("--checkpoint", type=Path, help="encoder checkpoint (required with --features encoder)")
     parser.add_argument("--data", type=Path, default=None, help="MiraBest_F_batches.tar.gz")
+    parser.add_argument(
+        "--views",
+        choices=("centre", "dihedral"),
+        default="centre",
+        help="encoder test views: the paper's centre view, or the mean of 8 rotations/flips (the server's default)",
+    )
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--pca-dim", type=int, default=64)
     parser.add_argument("--policies", help="comma-separated row labels or policy names (default: all)")
@@ -251,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             checkpoint=args.checkpoint,
             pca_dim=args.pca_dim,
             fit_rows=np.flatnonzero(~data.is_test),  # the PCA never sees a test image
+            views=args.views,
         )
         pool, pool_labels = embeddings[~data.is_test], data.labels[~data.is_test]
         test, test_labels = embeddings[data.is_test], data.labels[data.is_test]
@@ -284,6 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = (
         f".venv/bin/python -m bench.al_simulation --features {args.features}"
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + (f" --views {args.views}" if args.features == "encoder" and args.views != "centre" else "")
         + f" --seeds {args.seeds}"
         + (f" --pca-dim {args.pca_dim}" if args.features == "pca" and args.pca_dim != 64 else "")
         + (" --calibrated" if args.calibrated else "")
@@ -293,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     features = (
         f"raw-pixel PCA ({pool.shape[1]} components of the 70x70 centre crop fitted on the pool images, ml.baseline)"
         if args.features == "pca"
-        else f"encoder checkpoint `{args.checkpoint}` ({pool.shape[1]}-d, ml.embed)"
+        else f"encoder checkpoint `{args.checkpoint}` ({pool.shape[1]}-d, ml.embed, {args.views} views)"
     )
     calibration = (
         "sigmoid-calibrated once every class has 10 labels"
@@ -343,7 +351,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(verdict)
             parts += [verdict, ""]
     # One section (and plot) per feature kind and classifier, so each variant keeps its own.
-    variants = [name for name, on in (("encoder", args.features == "encoder"), ("calibrated", args.calibrated)) if on]
+    dihedral = args.features == "encoder" and args.views == "dihedral"
+    named = (("encoder", args.features == "encoder"), ("dihedral", dihedral), ("calibrated", args.calibrated))
+    variants = [name for name, on in named if on]
     section = SECTION + "".join(f" ({name})" for name in variants)
     if args.plot is None:
         args.plot = ROOT / "docs" / ("_".join(["al_simulation", *variants]) + ".png")

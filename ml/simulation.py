@@ -74,6 +74,7 @@ def image_features(
     seed: int = 0,
     device: str | None = None,
     fit_rows: np.ndarray | None = None,
+    views: Literal["centre", "dihedral"] = "centre",
 ) -> np.ndarray:
     """Embed images with raw-pixel PCA or a stored encoder.
 
@@ -87,6 +88,7 @@ def image_features(
         device: Torch device for the encoder (CUDA when available by default).
         fit_rows: Images the PCA is fitted on (e.g. the pool only, so that test images stay
             unseen); all by default. The encoder was trained elsewhere and ignores it.
+        views: The encoder's test views (``ml.augment.TestViews``); PCA ignores it.
 
     Returns:
         float32 (N, D).
@@ -106,7 +108,7 @@ def image_features(
         from ml.checkpoint import load_encoder
         from ml.embed import embed
 
-        return embed(load_encoder(checkpoint), images, device=device)
+        return embed(load_encoder(checkpoint), images, device=device, views=views)
     raise ValueError(f"unknown features {features!r}; choose 'pca' or 'encoder'")
 
 

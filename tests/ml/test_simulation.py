@@ -223,6 +223,9 @@ def test_encoder_features_come_from_a_saved_checkpoint(images, tmp_path):
     features = image_features(images, "encoder", checkpoint=path, device="cpu")
     assert features.shape == (24, 512) and features.dtype == np.float32
     np.testing.assert_allclose(features, embed(encoder, images, device="cpu"), atol=1e-5)
+    dihedral = image_features(images, "encoder", checkpoint=path, device="cpu", views="dihedral")
+    np.testing.assert_allclose(dihedral, embed(encoder, images, device="cpu", views="dihedral"), atol=1e-5)
+    assert not np.allclose(dihedral, features, atol=1e-3)
     # The features feed a campaign like any others.
     labels = np.arange(24) % 2
     curve = simulate(
