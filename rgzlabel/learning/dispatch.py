@@ -25,6 +25,7 @@ TASKS: dict[str, tuple[str, str]] = {
     Job.Kind.INGEST: ("rgzlabel.run_job", "default"),
     Job.Kind.EMBED: ("rgzlabel.run_job", "gpu"),
     Job.Kind.PRETRAIN: ("rgzlabel.run_job", "gpu"),
+    Job.Kind.FINETUNE: ("rgzlabel.run_job", "gpu"),
     Job.Kind.RETRAIN: ("rgzlabel.run_job", "default"),
     Job.Kind.REFRESH: ("rgzlabel.run_job", "default"),
     Job.Kind.EVALUATE: ("rgzlabel.run_job", "default"),

@@ -14,7 +14,10 @@ class TriggerForm(forms.Form):
     params = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": '{"preset": "cpu-quick", "overrides": {"epochs": 5}}'}),
-        help_text="JSON object; e.g. pretrain: preset, overrides, seed; embed: method, encoder; evaluate: classifier",
+        help_text=(
+            "JSON object; e.g. pretrain: preset, overrides, seed; finetune: encoder, preset, seed; "
+            "embed: method, encoder, views; evaluate: classifier"
+        ),
     )
 
     def clean_params(self) -> dict:

@@ -95,6 +95,7 @@ class Job(models.Model):
         INGEST = "ingest", "ingest images"
         EMBED = "embed", "embed the pool"
         PRETRAIN = "pretrain", "pretrain the encoder"
+        FINETUNE = "finetune", "fine-tune the encoder on consensus labels"
         RETRAIN = "retrain", "retrain the classifier"
         REFRESH = "refresh", "refresh the labelling queue"
         EVALUATE = "evaluate", "evaluate a classifier"
@@ -109,7 +110,7 @@ class Job(models.Model):
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
     #: Kinds of which at most one may be queued or running at a time (a database constraint):
     #: two triggers at once produce one job.
-    SINGLETON_KINDS = (Kind.PRETRAIN, Kind.RETRAIN, Kind.REFRESH)
+    SINGLETON_KINDS = (Kind.PRETRAIN, Kind.FINETUNE, Kind.RETRAIN, Kind.REFRESH)
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
@@ -139,7 +140,8 @@ class Job(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["kind"],
-                condition=Q(state__in=["queued", "running"]) & Q(kind__in=["pretrain", "retrain", "refresh"]),
+                condition=Q(state__in=["queued", "running"])
+                & Q(kind__in=["pretrain", "finetune", "retrain", "refresh"]),
                 name="one_active_job_per_singleton_kind",
             )
         ]

@@ -15,13 +15,17 @@ from rgzlabel.learning.jobs import JobContext
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 
 
-def load_pool(*, chunk_size: int = 2000, context: JobContext | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All preprocessed cutouts as (source ids int64 (N,), images uint8 (N, S, S)).
+def load_pool(
+    *, chunk_size: int = 2000, context: JobContext | None = None, source_ids: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """All preprocessed cutouts (or those of ``source_ids``) as (ids int64 (N,), images uint8 (N, S, S)).
 
     Streams rows in chunks into one preallocated array, so a 100k pool costs its uint8
     size (2.25 GB at 150x150) and not a Python object per row on top.
     """
     rows = Cutout.objects.order_by("source_id")
+    if source_ids is not None:
+        rows = rows.filter(source_id__in=[int(i) for i in source_ids])
     total = rows.count()
     if total == 0:
         raise ValueError("the pool is empty: ingest some sources first (manage.py ingest)")
@@ -184,6 +188,97 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     }
 
 
+def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
+    """Fine-tune an encoder on the consensus labels (the paper's recipe), record it, queue its embedding.
+
+    ``params``: ``encoder`` (an EncoderVersion id; default the active embedding's encoder),
+    ``preset`` (``paper``, ``cpu-quick``, ``tiny``; default ``RGZ_FINETUNE_PRESET``), optional
+    ``overrides`` and ``seed``. Gold-standard sources are never trained on, so the classifier
+    retrained on the new embedding is still scored on labels its features have not seen.
+    """
+    import hashlib
+
+    import torch
+
+    from ml.checkpoint import load_encoder, save_checkpoint
+    from ml.config import config_to_dict, get_finetune_config
+    from ml.finetune import finetune
+    from ml.train import TrainingProgress
+    from rgzlabel.labelling.services import default_workflow
+    from rgzlabel.learning.jobs import create_job
+
+    base = finetune_base(job.params.get("encoder"))
+    preset = job.params.get("preset", settings.RGZ_FINETUNE_PRESET)
+    config = get_finetune_config(preset, **job.params.get("overrides", {}))
+    workflow = default_workflow()
+    classes = classifier_classes(workflow)
+    ids, labels, _ = consensus_labels(workflow)
+    gold_ids, _ = gold_set(workflow)
+    ids, labels = training_labels(ids, labels, classes, available=ids[~np.isin(ids, gold_ids)])
+    pool_ids, images = load_pool(context=context, source_ids=ids)
+    label_of = dict(zip(ids.tolist(), labels, strict=True))
+    targets = np.array([classes.index(label_of[int(i)]) for i in pool_ids])
+    context.progress(0.2, f"fine-tuning {base.name} on {len(pool_ids)} consensus labels", force=True)
+
+    def report(p: TrainingProgress) -> None:
+        context.progress(
+            0.2 + 0.75 * p.fraction,
+            f"epoch {p.epoch + 1}, step {p.step}/{p.total_steps}, loss {p.loss:.4f}, {p.eta_s / 60:.1f} min left",
+            force=p.step == p.total_steps,
+            epoch=p.epoch + 1,
+            step=p.step,
+            total_steps=p.total_steps,
+            loss=p.loss,
+            eta_s=p.eta_s,
+        )
+
+    seed = int(job.params.get("seed", 0))
+    result = finetune(
+        load_encoder(base.checkpoint_path),
+        images,
+        targets,
+        config,
+        n_classes=len(classes),
+        progress=report,
+        should_stop=context.should_stop,
+        device=torch_device(context),
+        seed=seed,
+    )
+    encoder = result.model.encoder.to("cpu", memory_format=torch.contiguous_format).eval()
+    name = f"{base.name}-finetuned-job{job.pk}"
+    path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", encoder, extra={"job": job.pk})
+    encoder_version = EncoderVersion.objects.create(
+        name=name,
+        architecture=base.architecture,
+        config={**base.config, "finetune": config_to_dict(config), "finetuned_from": base.name, "classes": classes},
+        checkpoint_path=str(path),
+        data_hash=hashlib.sha256(pool_ids.astype(np.int64).tobytes()).hexdigest(),
+        n_images=len(pool_ids),
+        code_version=_code_version(),
+        curves={"step_loss": result.curves.step_loss, "epoch_loss": result.curves.epoch_loss},
+        job=job,
+    )
+    embed = create_job(Job.Kind.EMBED, {"method": "encoder", "encoder": encoder_version.pk})
+    return {
+        "summary": f"fine-tuned {base.name} on {len(pool_ids)} labels in {result.seconds:.0f} s ({preset})",
+        "encoder": encoder_version.pk,
+        "n_labels": len(pool_ids),
+        "seconds": round(result.seconds, 1),
+        "final_loss": result.curves.step_loss[-1] if result.curves.step_loss else None,
+        "embed_job": embed.pk,
+    }
+
+
+def finetune_base(encoder_id: int | None) -> EncoderVersion:
+    """The encoder a fine-tuning starts from: the one asked for, else the active embedding's."""
+    if encoder_id is not None:
+        return EncoderVersion.objects.get(pk=encoder_id)
+    active = EmbeddingSet.objects.filter(is_active=True).select_related("encoder").first()
+    if active is None or active.encoder is None:
+        raise ValueError("no pretrained encoder to fine-tune: the active embedding is pixel PCA; pretrain first")
+    return active.encoder
+
+
 def _code_version() -> str:
     from ml.checkpoint import code_version
 
@@ -281,11 +376,8 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     classes = classifier_classes(workflow)
     ids, labels, newest = consensus_labels(workflow)
     stored = read_embeddings(embedding_set.path)
-    known = np.isin(ids, stored.source_ids)
-    ids, labels = ids[known], [label for label, keep in zip(labels, known, strict=True) if keep]
+    ids, labels = training_labels(ids, labels, classes, available=stored.source_ids)
     counts = {c: labels.count(c) for c in classes}
-    if sum(1 for n in counts.values() if n >= 2) < 2:
-        raise ValueError(f"not enough consensus labels to train yet: {counts}; need at least 2 in two classes")
     context.progress(0.3, f"fitting on {len(ids)} consensus labels {counts}", force=True)
     train_x = stored.vectors(ids)
     train_y = np.array([classes.index(label) for label in labels])
@@ -300,6 +392,8 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
         metrics = {**evaluate(model, stored.vectors(gold_ids), gold_labels, classes), "evaluated_on": "gold"}
     else:
         metrics = {**cross_validated(train_x, train_y, classes), "evaluated_on": "cross-validation"}
+        if embedding_set.encoder is not None and embedding_set.encoder.config.get("finetuned_from"):
+            metrics["caveat"] = "optimistic: the fine-tuned encoder has seen these labels; add gold labels"
     metrics.update(evaluated=True, label_counts=counts)
 
     folder = settings.DATA_DIR / "classifiers"
@@ -325,6 +419,22 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
         "metrics": metrics,
         "refresh_job": refresh.pk,
     }
+
+
+def training_labels(
+    ids: np.ndarray, labels: list[str], classes: list[str], *, available: np.ndarray
+) -> tuple[np.ndarray, list[str]]:
+    """The consensus labels of ``available`` sources, if there are enough to train on.
+
+    Raises:
+        ValueError: Fewer than two labels in each of two classes (the counts are named).
+    """
+    known = np.isin(ids, available)
+    ids, labels = ids[known], [label for label, keep in zip(labels, known, strict=True) if keep]
+    counts = {c: labels.count(c) for c in classes}
+    if sum(1 for n in counts.values() if n >= 2) < 2:
+        raise ValueError(f"not enough consensus labels to train yet: {counts}; need at least 2 in two classes")
+    return ids, labels
 
 
 def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]) -> dict[str, Any]:
