@@ -75,3 +75,35 @@ def test_pretraining_records_an_encoder_and_chains_its_embedding(celery_worker, 
     expected = embed(load_encoder(encoder.checkpoint_path), images, device="cpu", views="dihedral")
     assert active.views == "dihedral"
     np.testing.assert_allclose(stored.matrix, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_a_finetuning_runs_on_the_gpu_queue_and_chains_its_embedding(celery_worker, make_source, tmp_path) -> None:
+    from django.utils import timezone
+
+    from ml.checkpoint import save_checkpoint
+    from ml.config import get_config
+    from ml.encoder import build_encoder
+    from rgzlabel.labelling.models import Subject
+    from rgzlabel.learning.models import EncoderVersion
+    from rgzlabel.learning.services import activate_embedding_set
+
+    sources = [make_source() for _ in range(12)]
+    for chunk, value in ((sources[:6], "FRI"), (sources[6:], "FRII")):
+        Subject.objects.filter(source__in=chunk).update(
+            retired_at=timezone.now(), retire_reason="vote count", consensus_label=value, weighted_label=value
+        )
+    path = save_checkpoint(tmp_path / "base.pt", build_encoder(get_config("tiny").encoder, seed=0))
+    base = EncoderVersion.objects.create(name="byol-base", architecture="resnet18", checkpoint_path=str(path))
+    activate_embedding_set(
+        EmbeddingSet.objects.create(encoder=base, method="encoder", path="/unused", n_sources=12, dim=512)
+    )
+
+    job = wait_for_job(create_job(Job.Kind.FINETUNE, {"preset": "tiny"}).pk, celery_worker)
+
+    assert job.state == Job.State.SUCCEEDED, job.error + job.traceback
+    assert job.queue == "gpu"
+    tuned = EncoderVersion.objects.get(job=job)
+    embed = wait_for_job(job.result["embed_job"], celery_worker)
+    assert embed.state == Job.State.SUCCEEDED, embed.error + embed.traceback
+    active = EmbeddingSet.objects.get(is_active=True)
+    assert (active.encoder_id, active.n_sources) == (tuned.pk, 12)
