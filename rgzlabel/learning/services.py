@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,10 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
     }
 
 
-def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """Pretrain a BYOL encoder on the whole pool, record it, then queue its embedding.
+def training_reporter(context: JobContext) -> Callable[[Any], None]:
+    """A training loop's progress callback that writes the job's progress line and figures."""
 
-    ``params``: ``preset`` (``paper``, ``cpu-quick``, ``tiny``), optional ``overrides``
-    (config fields, e.g. ``{"epochs": 2}``) and ``seed``.
-    """
-    from ml.checkpoint import save_checkpoint
-    from ml.config import config_to_dict, get_config
-    from ml.train import TrainingProgress, pretrain
-    from rgzlabel.learning.jobs import create_job
-
-    config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
-    ids, images = load_pool(context=context)
-
-    def report(p: TrainingProgress) -> None:
+    def report(p: Any) -> None:  # ml.train.TrainingProgress
         context.progress(
             0.2 + 0.75 * p.fraction,
             f"epoch {p.epoch + 1}, step {p.step}/{p.total_steps}, loss {p.loss:.4f}, "
@@ -153,11 +143,28 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
             eta_s=p.eta_s,
         )
 
+    return report
+
+
+def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
+    """Pretrain a BYOL encoder on the whole pool, record it, then queue its embedding.
+
+    ``params``: ``preset`` (``paper``, ``cpu-quick``, ``tiny``), optional ``overrides``
+    (config fields, e.g. ``{"epochs": 2}``) and ``seed``.
+    """
+    from ml.checkpoint import save_checkpoint
+    from ml.config import config_to_dict, get_config
+    from ml.train import pretrain
+    from rgzlabel.learning.jobs import create_job
+
+    config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
+    ids, images = load_pool(context=context)
+
     result = pretrain(
         images,
         config,
         source_ids=ids,
-        progress=report,
+        progress=training_reporter(context),
         should_stop=context.should_stop,
         device=torch_device(context),
         seed=int(job.params.get("seed", 0)),
@@ -203,7 +210,6 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     from ml.checkpoint import load_encoder, save_checkpoint
     from ml.config import config_to_dict, get_finetune_config
     from ml.finetune import finetune
-    from ml.train import TrainingProgress
     from rgzlabel.labelling.services import default_workflow
     from rgzlabel.learning.jobs import create_job
 
@@ -220,29 +226,16 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     targets = np.array([classes.index(label_of[int(i)]) for i in pool_ids])
     context.progress(0.2, f"fine-tuning {base.name} on {len(pool_ids)} consensus labels", force=True)
 
-    def report(p: TrainingProgress) -> None:
-        context.progress(
-            0.2 + 0.75 * p.fraction,
-            f"epoch {p.epoch + 1}, step {p.step}/{p.total_steps}, loss {p.loss:.4f}, {p.eta_s / 60:.1f} min left",
-            force=p.step == p.total_steps,
-            epoch=p.epoch + 1,
-            step=p.step,
-            total_steps=p.total_steps,
-            loss=p.loss,
-            eta_s=p.eta_s,
-        )
-
-    seed = int(job.params.get("seed", 0))
     result = finetune(
         load_encoder(base.checkpoint_path),
         images,
         targets,
         config,
         n_classes=len(classes),
-        progress=report,
+        progress=training_reporter(context),
         should_stop=context.should_stop,
         device=torch_device(context),
-        seed=seed,
+        seed=int(job.params.get("seed", 0)),
     )
     encoder = result.model.encoder.to("cpu", memory_format=torch.contiguous_format).eval()
     name = f"{base.name}-finetuned-job{job.pk}"
