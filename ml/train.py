@@ -102,10 +102,13 @@ def fingerprint_data(images: ImageArray, source_ids: Sequence[int] | None = None
         chunk = images[start : start + 4096]
         chunk = chunk.cpu().numpy() if isinstance(chunk, torch.Tensor) else chunk
         digest.update(np.ascontiguousarray(chunk).tobytes())
-    ids_hash = None
-    if source_ids is not None:
-        ids_hash = hashlib.sha256(np.asarray(source_ids, dtype=np.int64).tobytes()).hexdigest()
+    ids_hash = None if source_ids is None else fingerprint_ids(source_ids)
     return DataFingerprint(len(images), digest.hexdigest(), ids_hash)
+
+
+def fingerprint_ids(source_ids: Sequence[int] | np.ndarray) -> str:
+    """SHA-256 of source ids as int64: which sources a model saw, in the order it got them."""
+    return hashlib.sha256(np.asarray(source_ids, dtype=np.int64).tobytes()).hexdigest()
 
 
 def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:

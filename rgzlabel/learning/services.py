@@ -155,7 +155,6 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     from ml.checkpoint import save_checkpoint
     from ml.config import config_to_dict, get_config
     from ml.train import pretrain
-    from rgzlabel.learning.jobs import create_job
 
     config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
     ids, images = load_pool(context=context)
@@ -171,19 +170,9 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     )
     name = f"byol-{config.name}-job{job.pk}"
     path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", result, extra={"job": job.pk})
-    encoder_version = EncoderVersion.objects.create(
-        name=name,
-        architecture=config.encoder.arch,
-        config=config_to_dict(config),
-        checkpoint_path=str(path),
-        data_hash=result.data.source_ids_sha256 or result.data.images_sha256,
-        n_images=result.data.n_images,
-        code_version=_code_version(),
-        curves={"step_loss": result.curves.step_loss, "epoch_loss": result.curves.epoch_loss},
-        job=job,
+    encoder_version, embed = record_encoder(
+        job, name, path, architecture=config.encoder.arch, config=config_to_dict(config), result=result
     )
-    # The chain: a new encoder is embedded next (and, later, retrained on and queued from).
-    embed = create_job(Job.Kind.EMBED, {"method": "encoder", "encoder": encoder_version.pk})
     return {
         "summary": f"pretrained {name}: {result.steps} steps in {result.seconds:.0f} s on {result.device}",
         "encoder": encoder_version.pk,
@@ -203,15 +192,12 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     ``overrides`` and ``seed``. Gold-standard sources are never trained on, so the classifier
     retrained on the new embedding is still scored on labels its features have not seen.
     """
-    import hashlib
-
     import torch
 
     from ml.checkpoint import load_encoder, save_checkpoint
     from ml.config import config_to_dict, get_finetune_config
     from ml.finetune import finetune
     from rgzlabel.labelling.services import default_workflow
-    from rgzlabel.learning.jobs import create_job
 
     base = finetune_base(job.params.get("encoder"))
     preset = job.params.get("preset", settings.RGZ_FINETUNE_PRESET)
@@ -240,18 +226,10 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     encoder = result.model.encoder.to("cpu", memory_format=torch.contiguous_format).eval()
     name = f"{base.name}-finetuned-job{job.pk}"
     path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", encoder, extra={"job": job.pk})
-    encoder_version = EncoderVersion.objects.create(
-        name=name,
-        architecture=base.architecture,
-        config={**base.config, "finetune": config_to_dict(config), "finetuned_from": base.name, "classes": classes},
-        checkpoint_path=str(path),
-        data_hash=hashlib.sha256(pool_ids.astype(np.int64).tobytes()).hexdigest(),
-        n_images=len(pool_ids),
-        code_version=_code_version(),
-        curves={"step_loss": result.curves.step_loss, "epoch_loss": result.curves.epoch_loss},
-        job=job,
+    settings_used = {**base.config, "finetune": config_to_dict(config), "finetuned_from": base.name, "classes": classes}
+    encoder_version, embed = record_encoder(
+        job, name, path, architecture=base.architecture, config=settings_used, result=result, source_ids=pool_ids
     )
-    embed = create_job(Job.Kind.EMBED, {"method": "encoder", "encoder": encoder_version.pk})
     return {
         "summary": f"fine-tuned {base.name} on {len(pool_ids)} labels in {result.seconds:.0f} s ({preset})",
         "encoder": encoder_version.pk,
@@ -260,6 +238,40 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
         "final_loss": result.curves.step_loss[-1] if result.curves.step_loss else None,
         "embed_job": embed.pk,
     }
+
+
+def record_encoder(
+    job: Job,
+    name: str,
+    path: Path,
+    *,
+    architecture: str,
+    config: dict[str, Any],
+    result: Any,
+    source_ids: np.ndarray | None = None,
+) -> tuple[EncoderVersion, Job]:
+    """Record a trained encoder (pretrained or fine-tuned) and queue its embedding of the pool.
+
+    ``result`` is an ``ml`` training result: its curves are kept, and its data fingerprint
+    when it has one (pretraining), else the hash of ``source_ids`` (the labels it was tuned on).
+    """
+    from ml.train import fingerprint_ids
+    from rgzlabel.learning.jobs import create_job
+
+    data = getattr(result, "data", None)
+    encoder_version = EncoderVersion.objects.create(
+        name=name,
+        architecture=architecture,
+        config=config,
+        checkpoint_path=str(path),
+        data_hash=(data.source_ids_sha256 or data.images_sha256) if data else fingerprint_ids(source_ids),
+        n_images=data.n_images if data else len(source_ids),
+        code_version=_code_version(),
+        curves={"step_loss": result.curves.step_loss, "epoch_loss": result.curves.epoch_loss},
+        job=job,
+    )
+    # The chain: a new encoder is embedded next (and, later, retrained on and queued from).
+    return encoder_version, create_job(Job.Kind.EMBED, {"method": "encoder", "encoder": encoder_version.pk})
 
 
 def finetune_base(encoder_id: int | None) -> EncoderVersion:
