@@ -36,6 +36,6 @@ def recompute_consensus() -> dict[str, Any]:
 @app.task(name="rgzlabel.learning_tick", soft_time_limit=120)
 def learning_tick() -> dict[str, Any]:
     """Queue retraining / pretraining when the loop's settings say they are due."""
-    from rgzlabel.learning.services import learning_tick as tick
+    from rgzlabel.learning.loop import learning_tick as tick
 
     return tick()

@@ -1,8 +1,8 @@
 from django.contrib import admin, messages
 
+from rgzlabel.learning.classifiers import promote_classifier
 from rgzlabel.learning.jobs import request_cancel, rerun_job
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job, LoopSettings, QueuePolicy
-from rgzlabel.learning.services import promote_classifier
 
 
 @admin.register(Job)

@@ -28,12 +28,12 @@ logger = logging.getLogger(__name__)
 # Looked up lazily so the web process never imports torch.
 SERVICES: dict[str, str] = {
     Job.Kind.INGEST: "rgzlabel.catalog.services:ingest_job",
-    Job.Kind.EMBED: "rgzlabel.learning.services:embed_job",
-    Job.Kind.PRETRAIN: "rgzlabel.learning.services:pretrain_job",
-    Job.Kind.FINETUNE: "rgzlabel.learning.services:finetune_job",
-    Job.Kind.RETRAIN: "rgzlabel.learning.services:retrain_job",
-    Job.Kind.REFRESH: "rgzlabel.learning.services:refresh_queue_job",
-    Job.Kind.EVALUATE: "rgzlabel.learning.services:evaluate_job",
+    Job.Kind.EMBED: "rgzlabel.learning.embedding:embed_job",
+    Job.Kind.PRETRAIN: "rgzlabel.learning.training:pretrain_job",
+    Job.Kind.FINETUNE: "rgzlabel.learning.training:finetune_job",
+    Job.Kind.RETRAIN: "rgzlabel.learning.classifiers:retrain_job",
+    Job.Kind.REFRESH: "rgzlabel.learning.queue:refresh_queue_job",
+    Job.Kind.EVALUATE: "rgzlabel.learning.classifiers:evaluate_job",
 }
 
 

@@ -8,11 +8,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
+from rgzlabel.learning.classifiers import promote_classifier
 from rgzlabel.learning.dispatch import BrokerUnavailable
 from rgzlabel.learning.forms import TriggerForm
 from rgzlabel.learning.jobs import create_job, request_cancel, rerun_job
 from rgzlabel.learning.models import ClassifierVersion, Job
-from rgzlabel.learning.services import promote_classifier
 
 
 @staff_member_required

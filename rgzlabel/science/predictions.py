@@ -50,7 +50,7 @@ def active_classifier() -> ClassifierVersion | None:
 def _load(classifier_path: str, embeddings_path: str, stamp: tuple[int, int]) -> tuple[dict[str, Any], Any]:
     """(classifier bundle, memory-mapped embeddings); ``stamp`` (file mtimes) keys the cache."""
     from ml.embed import read_embeddings
-    from rgzlabel.learning.services import load_classifier
+    from rgzlabel.learning.classifiers import load_classifier
 
     return load_classifier(ClassifierVersion(path=classifier_path)), read_embeddings(embeddings_path)
 

@@ -22,8 +22,8 @@ def scientist_page(live_server, browser, admin_user, client):
 def test_the_dashboard_and_the_map_render(live_server, scientist_page, screenshot, make_source, workflow):
     from ml.embed import write_embeddings
     from rgzlabel.labelling.models import Subject
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
     from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet
-    from rgzlabel.learning.services import activate_embedding_set, embeddings_folder
 
     sources = [make_source() for _ in range(60)]
     rng = np.random.default_rng(0)

@@ -8,9 +8,9 @@ import torch
 from django.utils import timezone
 
 from rgzlabel.labelling.models import GoldLabel, Subject
+from rgzlabel.learning.embedding import activate_embedding_set
 from rgzlabel.learning.jobs import create_job, run_job
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
-from rgzlabel.learning.services import activate_embedding_set
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,11 @@ from django.utils import timezone
 
 from rgzlabel.labelling.models import GoldLabel, Subject
 from rgzlabel.labelling.services import next_subject
+from rgzlabel.learning.classifiers import promote_classifier
+from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
 from rgzlabel.learning.jobs import create_job, run_job
+from rgzlabel.learning.loop import learning_tick
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job, LoopSettings, QueuePolicy
-from rgzlabel.learning.services import activate_embedding_set, embeddings_folder, learning_tick, promote_classifier
 
 pytestmark = pytest.mark.django_db
 

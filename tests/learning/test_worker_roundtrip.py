@@ -84,8 +84,8 @@ def test_a_finetuning_runs_on_the_gpu_queue_and_chains_its_embedding(celery_work
     from ml.config import get_config
     from ml.encoder import build_encoder
     from rgzlabel.labelling.models import Subject
+    from rgzlabel.learning.embedding import activate_embedding_set
     from rgzlabel.learning.models import EncoderVersion
-    from rgzlabel.learning.services import activate_embedding_set
 
     sources = [make_source() for _ in range(12)]
     for chunk, value in ((sources[:6], "FRI"), (sources[6:], "FRII")):

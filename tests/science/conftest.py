@@ -54,8 +54,8 @@ def catalogue(make_source, workflow, volunteer, other_volunteer, tmp_path) -> Ca
     from ml.embed import write_embeddings
     from rgzlabel.catalog.models import Provenance
     from rgzlabel.labelling.services import record_classification
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
     from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet
-    from rgzlabel.learning.services import activate_embedding_set, embeddings_folder
 
     sources = [make_source(ra_deg=150.0 + i, dec_deg=2.0, angular_size_arcsec=20.0 + i) for i in range(6)]
     Provenance.objects.create(source=sources[0], dataset="mirabest", external_id="42", catalogue_label="FRII")

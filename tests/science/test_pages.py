@@ -24,7 +24,7 @@ def scientist_user(django_user_model):
 def embedded(make_source):
     """Ten sources with embeddings: two tight pairs of look-alikes, the rest far apart."""
     from ml.embed import write_embeddings
-    from rgzlabel.learning.services import activate_embedding_set, embeddings_folder
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
 
     sources = [make_source(ra_deg=150.0 + i, dec_deg=2.0) for i in range(10)]
     rng = np.random.default_rng(1)

@@ -28,7 +28,7 @@ def encoder_embedding(request, make_source, fits_file, tmp_path):
     from ml.preprocess import preprocess
     from ml.thumbnail import render_thumbnail
     from rgzlabel.catalog.models import Cutout
-    from rgzlabel.learning.services import activate_embedding_set, embeddings_folder
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
 
     sources = [make_source() for _ in range(7)]
     image = read_fits(fits_file)
@@ -70,7 +70,7 @@ def test_a_broken_upload_is_named_with_its_reason(client, admin_user, encoder_em
 
 def test_a_pixel_pca_embedding_cannot_be_searched_by_image(client, admin_user, make_source, fits_file) -> None:
     from ml.embed import write_embeddings
-    from rgzlabel.learning.services import activate_embedding_set, embeddings_folder
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
 
     sources = [make_source() for _ in range(3)]
     folder = embeddings_folder()

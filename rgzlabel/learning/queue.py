@@ -1,0 +1,90 @@
+"""The labelling queue: the active-learning policy ranks the open subjects into priorities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+
+from rgzlabel.learning.classifiers import consensus_labels, load_classifier
+from rgzlabel.learning.jobs import JobContext
+from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, Job
+
+
+def queue_policy(workflow) -> Any:
+    from rgzlabel.learning.models import QueuePolicy
+
+    policy, _ = QueuePolicy.objects.get_or_create(workflow=workflow)
+    return policy
+
+
+def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
+    """Rank the open subjects with the workflow's policy and store the ranking as priorities.
+
+    ``next`` then serves by the stored priority through an index; the policy never runs on
+    a volunteer's request. Without an active classifier (the cold start) the policy is the
+    embedding-only ``COLD_START_POLICY``.
+    """
+    from ml.embed import read_embeddings
+    from ml.policies import COLD_START_POLICY, policy_inputs, rank
+    from rgzlabel.labelling.models import Subject
+    from rgzlabel.labelling.services import default_workflow
+
+    workflow = default_workflow()
+    embedding_set = EmbeddingSet.objects.filter(is_active=True).first()
+    if embedding_set is None:
+        raise ValueError("no active embedding set: embed the pool first")
+    stored = read_embeddings(embedding_set.path)
+    policy = queue_policy(workflow)
+    classifier = ClassifierVersion.objects.filter(is_active=True, embedding_set=embedding_set).first()
+    name, params = (policy.policy, policy.params) if classifier else (COLD_START_POLICY, {})
+
+    open_ids = np.array(
+        Subject.objects.filter(workflow=workflow, retired_at__isnull=True).values_list("source_id", flat=True),
+        dtype=np.int64,
+    )
+    open_ids = open_ids[np.isin(open_ids, stored.source_ids)]
+    labelled_ids, _, _ = consensus_labels(workflow)
+    pool_ids = np.concatenate([open_ids, labelled_ids[np.isin(labelled_ids, stored.source_ids)]])
+    if len(open_ids) == 0:
+        return {"summary": "no open subjects to rank", "ranked": 0}
+    labelled_mask = np.zeros(len(pool_ids), dtype=bool)
+    labelled_mask[len(open_ids) :] = True
+    context.progress(0.2, f"scoring {len(pool_ids)} sources with {name}", force=True)
+    inputs: dict[str, Any] = {}
+    needed = policy_inputs(name)
+    vectors = stored.vectors(pool_ids)
+    if "embeddings" in needed:
+        inputs["embeddings"] = vectors
+    if classifier is not None and needed & {"probabilities", "committee_probabilities"}:
+        bundle = load_classifier(classifier)
+        if "probabilities" in needed:
+            inputs["probabilities"] = bundle["model"].predict_proba(vectors)
+        if "committee_probabilities" in needed:
+            inputs["committee_probabilities"] = bundle["committee"].member_proba(vectors)
+    ranked = rank(
+        name,
+        labelled_mask=labelled_mask,
+        batch_size=min(policy.queue_length, len(open_ids)),
+        seed=policy.seed,
+        **inputs,
+        **params,
+    )
+    context.progress(0.8, f"storing the ranking of {len(ranked)} subjects", force=True)
+    priorities = {int(pool_ids[i]): 1.0 - position / len(ranked) for position, i in enumerate(ranked)}
+    with transaction.atomic():
+        Subject.objects.filter(workflow=workflow, retired_at__isnull=True).exclude(priority=0).update(priority=0)
+        subjects = list(
+            Subject.objects.filter(workflow=workflow, source_id__in=list(priorities)).only("id", "source_id")
+        )
+        for subject in subjects:
+            subject.priority = priorities[subject.source_id]
+        Subject.objects.bulk_update(subjects, ["priority"], batch_size=2000)
+    return {
+        "summary": f"ranked {len(ranked)} of {len(open_ids)} open subjects with {name}",
+        "policy": name,
+        "ranked": len(ranked),
+        "top": [int(pool_ids[i]) for i in ranked[:10]],
+        "classifier": classifier.pk if classifier else None,
+    }

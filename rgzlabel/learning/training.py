@@ -1,0 +1,179 @@
+"""Training encoders: BYOL pretraining on the pool and fine-tuning on consensus labels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+
+from rgzlabel.learning.classifiers import classifier_classes, consensus_labels, gold_set, training_labels
+from rgzlabel.learning.embedding import load_pool, torch_device
+from rgzlabel.learning.jobs import JobContext
+from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
+
+
+def training_reporter(context: JobContext) -> Callable[[Any], None]:
+    """A training loop's progress callback that writes the job's progress line and figures."""
+
+    def report(p: Any) -> None:  # ml.train.TrainingProgress
+        context.progress(
+            0.2 + 0.75 * p.fraction,
+            f"epoch {p.epoch + 1}, step {p.step}/{p.total_steps}, loss {p.loss:.4f}, "
+            f"{p.images_per_s:.1f} img/s, {p.eta_s / 60:.1f} min left",
+            force=p.step == p.total_steps,  # the last step is always recorded, however soon it comes
+            epoch=p.epoch + 1,
+            step=p.step,
+            total_steps=p.total_steps,
+            loss=p.loss,
+            images_per_s=p.images_per_s,
+            eta_s=p.eta_s,
+        )
+
+    return report
+
+
+def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
+    """Pretrain a BYOL encoder on the whole pool, record it, then queue its embedding.
+
+    ``params``: ``preset`` (``paper``, ``cpu-quick``, ``tiny``), optional ``overrides``
+    (config fields, e.g. ``{"epochs": 2}``) and ``seed``.
+    """
+    from ml.checkpoint import save_checkpoint
+    from ml.config import config_to_dict, get_config
+    from ml.train import pretrain
+
+    config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
+    ids, images = load_pool(context=context)
+
+    result = pretrain(
+        images,
+        config,
+        source_ids=ids,
+        progress=training_reporter(context),
+        should_stop=context.should_stop,
+        device=torch_device(context),
+        seed=int(job.params.get("seed", 0)),
+    )
+    name = f"byol-{config.name}-job{job.pk}"
+    path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", result, extra={"job": job.pk})
+    encoder_version, embed = record_encoder(
+        job, name, path, architecture=config.encoder.arch, config=config_to_dict(config), result=result
+    )
+    return {
+        "summary": f"pretrained {name}: {result.steps} steps in {result.seconds:.0f} s on {result.device}",
+        "encoder": encoder_version.pk,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 1),
+        "device": result.device,
+        "final_loss": result.curves.step_loss[-1] if result.curves.step_loss else None,
+        "embed_job": embed.pk,
+    }
+
+
+def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
+    """Fine-tune an encoder on the consensus labels (the paper's recipe), record it, queue its embedding.
+
+    ``params``: ``encoder`` (an EncoderVersion id; default the active embedding's encoder),
+    ``preset`` (``paper``, ``cpu-quick``, ``tiny``; default ``RGZ_FINETUNE_PRESET``), optional
+    ``overrides`` and ``seed``. Gold-standard sources are never trained on, so the classifier
+    retrained on the new embedding is still scored on labels its features have not seen.
+    """
+    import torch
+
+    from ml.checkpoint import load_encoder, save_checkpoint
+    from ml.config import config_to_dict, get_finetune_config
+    from ml.finetune import finetune
+    from rgzlabel.labelling.services import default_workflow
+
+    base = finetune_base(job.params.get("encoder"))
+    preset = job.params.get("preset", settings.RGZ_FINETUNE_PRESET)
+    config = get_finetune_config(preset, **job.params.get("overrides", {}))
+    workflow = default_workflow()
+    classes = classifier_classes(workflow)
+    ids, labels, _ = consensus_labels(workflow)
+    gold_ids, _ = gold_set(workflow)
+    ids, labels = training_labels(ids, labels, classes, available=ids[~np.isin(ids, gold_ids)])
+    pool_ids, images = load_pool(context=context, source_ids=ids)
+    label_of = dict(zip(ids.tolist(), labels, strict=True))
+    targets = np.array([classes.index(label_of[int(i)]) for i in pool_ids])
+    context.progress(0.2, f"fine-tuning {base.name} on {len(pool_ids)} consensus labels", force=True)
+
+    result = finetune(
+        load_encoder(base.checkpoint_path),
+        images,
+        targets,
+        config,
+        n_classes=len(classes),
+        progress=training_reporter(context),
+        should_stop=context.should_stop,
+        device=torch_device(context),
+        seed=int(job.params.get("seed", 0)),
+    )
+    encoder = result.model.encoder.to("cpu", memory_format=torch.contiguous_format).eval()
+    name = f"{base.name}-finetuned-job{job.pk}"
+    path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", encoder, extra={"job": job.pk})
+    settings_used = {**base.config, "finetune": config_to_dict(config), "finetuned_from": base.name, "classes": classes}
+    encoder_version, embed = record_encoder(
+        job, name, path, architecture=base.architecture, config=settings_used, result=result, source_ids=pool_ids
+    )
+    return {
+        "summary": f"fine-tuned {base.name} on {len(pool_ids)} labels in {result.seconds:.0f} s ({preset})",
+        "encoder": encoder_version.pk,
+        "n_labels": len(pool_ids),
+        "seconds": round(result.seconds, 1),
+        "final_loss": result.curves.step_loss[-1] if result.curves.step_loss else None,
+        "embed_job": embed.pk,
+    }
+
+
+def record_encoder(
+    job: Job,
+    name: str,
+    path: Path,
+    *,
+    architecture: str,
+    config: dict[str, Any],
+    result: Any,
+    source_ids: np.ndarray | None = None,
+) -> tuple[EncoderVersion, Job]:
+    """Record a trained encoder (pretrained or fine-tuned) and queue its embedding of the pool.
+
+    ``result`` is an ``ml`` training result: its curves are kept, and its data fingerprint
+    when it has one (pretraining), else the hash of ``source_ids`` (the labels it was tuned on).
+    """
+    from ml.train import fingerprint_ids
+    from rgzlabel.learning.jobs import create_job
+
+    data = getattr(result, "data", None)
+    encoder_version = EncoderVersion.objects.create(
+        name=name,
+        architecture=architecture,
+        config=config,
+        checkpoint_path=str(path),
+        data_hash=(data.source_ids_sha256 or data.images_sha256) if data else fingerprint_ids(source_ids),
+        n_images=data.n_images if data else len(source_ids),
+        code_version=_code_version(),
+        curves={"step_loss": result.curves.step_loss, "epoch_loss": result.curves.epoch_loss},
+        job=job,
+    )
+    # The chain: a new encoder is embedded next (and, later, retrained on and queued from).
+    return encoder_version, create_job(Job.Kind.EMBED, {"method": "encoder", "encoder": encoder_version.pk})
+
+
+def finetune_base(encoder_id: int | None) -> EncoderVersion:
+    """The encoder a fine-tuning starts from: the one asked for, else the active embedding's."""
+    if encoder_id is not None:
+        return EncoderVersion.objects.get(pk=encoder_id)
+    active = EmbeddingSet.objects.filter(is_active=True).select_related("encoder").first()
+    if active is None or active.encoder is None:
+        raise ValueError("no pretrained encoder to fine-tune: the active embedding is pixel PCA; pretrain first")
+    return active.encoder
+
+
+def _code_version() -> str:
+    from ml.checkpoint import code_version
+
+    return (code_version() or "")[:64]
