@@ -331,3 +331,47 @@ def test_contrast_asks_the_server_for_astropy_stretches(live_server, volunteer_p
     page.click("#stretch")
     assert page.inner_text("#stretch") == "Contrast: asinh"
     assert "stretch=" not in page.get_attribute("#radio", "src")
+
+
+# --- the same class of defect elsewhere: every control on every page has a name ---------------------------
+NAMED_ROLES = {"button", "checkbox", "combobox", "image", "link", "listbox", "progressbar", "radio", "searchbox",
+               "slider", "spinbutton", "textbox", "dialog", "application"}  # fmt: skip
+
+
+def unnamed_controls(page) -> list[str]:
+    cdp = page.context.new_cdp_session(page)
+    try:
+        nodes = cdp.send("Accessibility.getFullAXTree")["nodes"]
+    finally:
+        cdp.detach()
+    return [
+        f"{n['role']['value']} (DOM node {n.get('backendDOMNodeId')})"
+        for n in nodes
+        if not n.get("ignored")
+        and n.get("role", {}).get("value") in NAMED_ROLES
+        and not n.get("name", {}).get("value", "").strip()
+    ]
+
+
+def test_every_control_on_every_page_has_an_accessible_name(live_server, staff_page, embedded_map) -> None:
+    from rgzlabel.learning.models import Job
+
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, state=Job.State.SUCCEEDED, progress=1.0)
+    source = embedded_map[0]
+    page = staff_page
+    pages = ["/", "/label/", "/label/me/", "/science/", "/science/map/", "/science/search/",
+             f"/science/sources/{source.pk}/", "/sources/ingest/", "/jobs/", f"/jobs/{job.pk}/"]  # fmt: skip
+    missing = {}
+    for url in pages:
+        page.goto(f"{live_server.url}{url}")
+        if url == "/science/map/":
+            page.wait_for_function("() => document.querySelector('#map-info').textContent.includes('30 sources')")
+        if url == "/label/" and page.is_visible("#tutorial"):
+            missing["/label/ tutorial"] = unnamed_controls(page)
+            page.keyboard.press("Escape")
+        missing[url] = unnamed_controls(page)
+    page.context.clear_cookies()
+    for url in ["/accounts/login/", "/accounts/signup/"]:
+        page.goto(f"{live_server.url}{url}")
+        missing[url] = unnamed_controls(page)
+    assert {url: m for url, m in missing.items() if m} == {}
