@@ -1,8 +1,9 @@
 """PNG thumbnails of preprocessed cutouts for the browser.
 
 Radio sources are a few bright pixels (cores, hotspots) on a zero background, so a linear
-display hides the faint lobes that decide FRI vs FRII; an asinh or sqrt stretch
-(astropy.visualization) shows them. Because cutouts are uint8, each stretch is applied
+display hides the faint lobes that decide FRI vs FRII; an asinh, sqrt or log stretch
+(astropy.visualization) shows them. The stored thumbnail uses ``DEFAULT_STRETCH``; the
+labelling page's Contrast button asks the server for the others. Because cutouts are uint8, each stretch is applied
 once to the 256 possible levels and cached as a lookup table: rendering costs one
 indexing pass plus the PNG encoding.
 """
@@ -14,19 +15,22 @@ from functools import cache
 from typing import Literal
 
 import numpy as np
-from astropy.visualization import AsinhStretch, ImageNormalize, LinearStretch, SqrtStretch
+from astropy.visualization import AsinhStretch, ImageNormalize, LinearStretch, LogStretch, SqrtStretch
 from PIL import Image
 
 from ml.preprocess import NotAnImageError
 
-Stretch = Literal["asinh", "sqrt", "linear"]
-_STRETCHES = {"asinh": AsinhStretch, "sqrt": SqrtStretch, "linear": LinearStretch}
+Stretch = Literal["asinh", "sqrt", "log", "linear"]
+_STRETCHES = {"asinh": AsinhStretch, "sqrt": SqrtStretch, "log": LogStretch, "linear": LinearStretch}
+#: The stretches a client may ask for, in the order the Contrast button cycles through them.
+STRETCHES: tuple[Stretch, ...] = ("asinh", "sqrt", "log", "linear")
+DEFAULT_STRETCH: Stretch = "asinh"
 
 
 def render_thumbnail(
     cutout: np.ndarray,
     size: int = 300,
-    stretch: Stretch = "asinh",
+    stretch: Stretch = DEFAULT_STRETCH,
     *,
     invert: bool = False,
 ) -> bytes:
@@ -36,7 +40,8 @@ def render_thumbnail(
         cutout: 2-D uint8 image (0..255, the preprocessed convention).
         size: side of the square PNG in pixels; 300 shows a 150-pixel cutout at 2x for
             high-density screens. Resized bilinearly.
-        stretch: ``"asinh"`` (default; faint lobes visible), ``"sqrt"`` or ``"linear"``.
+        stretch: ``"asinh"`` (default; faint lobes visible), ``"sqrt"``, ``"log"`` (the
+            faintest emission brightest) or ``"linear"``.
         invert: dark sources on a white background (print-like) instead of white on black.
 
     Returns:

@@ -274,11 +274,18 @@ def embedding_map(colour_by: str = "consensus") -> dict[str, Any]:
         rows = np.sort(np.random.default_rng(0).choice(rows, MAP_POINTS, replace=False))
     chosen = [int(i) for i in ids[rows]]
     values = _map_values(chosen, colour_by, embedding_set)
+    names = dict(Source.objects.filter(pk__in=chosen).values_list("pk", "name"))  # for the map's table
     return {
         "method": "PCA",
         "colour_by": colour_by,
         "points": [
-            {"id": sid, "x": round(float(coords[r, 0]), 4), "y": round(float(coords[r, 1]), 4), "v": values.get(sid)}
+            {
+                "id": sid,
+                "name": names.get(sid, ""),
+                "x": round(float(coords[r, 0]), 4),
+                "y": round(float(coords[r, 1]), 4),
+                "v": values.get(sid),
+            }
             for sid, r in zip(chosen, rows, strict=True)
         ],
     }

@@ -1,5 +1,7 @@
 // The labelling page: vote without page loads, preload the next image, keyboard, undo, skip,
-// zoom / contrast, first-visit tutorial. Without JavaScript the form still posts and reloads.
+// zoom / contrast (the server's astropy stretches), first-visit tutorial (a modal dialog).
+// Single-key shortcuts can be turned off (WCAG 2.1.4); the choice is kept in localStorage.
+// Without JavaScript the form still posts and reloads.
 (() => {
   "use strict";
   const root = document.getElementById("labeller");
@@ -16,6 +18,8 @@
   let preloaded = null; // the next source, its image already requested
   let busy = false;
   let undoTimer = null;
+  const stretchButton = $("stretch");
+  const stretches = stretchButton.dataset.stretches.split(" "); // the first is the stored default
   let stretch = 0;
   let zoom = 1;
 
@@ -41,6 +45,10 @@
     feedback.className = kind || "";
   }
 
+  // The image in the chosen stretch; the default is the stored thumbnail, cached by the browser.
+  const thumbnailUrl = (source) =>
+    stretch ? `${source.thumbnail}?stretch=${encodeURIComponent(stretches[stretch])}` : source.thumbnail;
+
   function show(source) {
     current = source;
     if (!source) {
@@ -50,7 +58,7 @@
     }
     document.querySelector(".viewer").hidden = false;
     $("done").hidden = true;
-    image.src = source.thumbnail;
+    image.src = thumbnailUrl(source);
     $("source-id").value = source.id;
     $("source-name").textContent = source.name;
     $("source-position").textContent =
@@ -66,7 +74,7 @@
       const response = await fetch(`${root.dataset.next}?${params}`, { credentials: "same-origin" });
       if (!response.ok) return;
       preloaded = (await response.json()).source;
-      if (preloaded) new Image().src = preloaded.thumbnail; // warm the browser cache
+      if (preloaded) new Image().src = thumbnailUrl(preloaded); // warm the browser cache
     } catch (error) {
       preloaded = null;
     }
@@ -146,10 +154,29 @@
   }
 
   function cycleStretch() {
-    image.classList.remove(`stretch-${stretch}`);
-    stretch = (stretch + 1) % 4;
-    if (stretch) image.classList.add(`stretch-${stretch}`);
+    stretch = (stretch + 1) % stretches.length;
+    stretchButton.textContent = `Contrast: ${stretches[stretch]}`;
+    if (current) image.src = thumbnailUrl(current);
+    if (preloaded) new Image().src = thumbnailUrl(preloaded); // warm the next one in this stretch too
   }
+
+  // Single-key shortcuts: on unless turned off; never while typing in a field.
+  const shortcuts = $("shortcuts");
+  const SHORTCUTS_KEY = "rgzlabel.shortcuts";
+  try {
+    shortcuts.checked = localStorage.getItem(SHORTCUTS_KEY) !== "off";
+  } catch (error) {
+    shortcuts.checked = true; // storage blocked: the default, not remembered
+  }
+  shortcuts.addEventListener("change", () => {
+    try {
+      localStorage.setItem(SHORTCUTS_KEY, shortcuts.checked ? "on" : "off");
+    } catch (error) {
+      /* storage blocked: the switch still holds for this page */
+    }
+  });
+  const typing = (target) =>
+    target instanceof Element && Boolean(target.closest("input, textarea, select, [contenteditable]:not([contenteditable=false])"));
 
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -161,8 +188,8 @@
   $("zoom").addEventListener("click", () => setZoom(zoom >= 3 ? 1 : zoom + 1));
   $("stretch").addEventListener("click", cycleStretch);
   document.addEventListener("keydown", (event) => {
-    if (event.target.closest("input, textarea") || event.metaKey || event.ctrlKey || event.altKey) return;
-    if (!$("tutorial").hidden) return;
+    if (!shortcuts.checked || typing(event.target) || event.isComposing) return;
+    if (event.metaKey || event.ctrlKey || event.altKey || tutorial.open) return;
     const index = Number.parseInt(event.key, 10) - 1;
     if (index >= 0 && index < choices.length) { event.preventDefault(); vote(choices[index].value); }
     else if (event.key === "ArrowRight") { event.preventDefault(); skip(); }
@@ -171,25 +198,55 @@
     else if (event.key === "s" || event.key === "S") cycleStretch();
   });
 
-  // First visit: a three-step tutorial, recorded as seen on the server when closed.
+  // The tutorial: a modal dialog, opened on the first visit (recorded as seen on the server
+  // when closed) and from the Tutorial button. Focus moves into it; Escape, Close or the last
+  // Next close it, and focus goes back where it was (or to the image on a first visit).
   const tutorial = $("tutorial");
-  if (root.dataset.firstVisit === "1") {
-    const steps = [...tutorial.querySelectorAll(".step")];
-    let step = 0;
-    tutorial.hidden = false;
-    $("tutorial-next").addEventListener("click", () => {
-      steps[step].hidden = true;
-      step += 1;
-      if (step < steps.length) {
-        steps[step].hidden = false;
-        if (step === steps.length - 1) $("tutorial-next").textContent = "Start labelling";
-      } else {
-        tutorial.hidden = true;
-        post(root.dataset.tutorial);
-      }
-    });
+  const steps = [...tutorial.querySelectorAll(".step")];
+  const nextButton = $("tutorial-next");
+  let step = 0;
+  let returnFocus = null;
+  let recordSeen = false;
+
+  function showStep(index) {
+    step = index;
+    steps.forEach((element, i) => (element.hidden = i !== step));
+    tutorial.setAttribute("aria-describedby", steps[step].id);
+    $("tutorial-count").textContent = `Step ${step + 1} of ${steps.length}`;
+    nextButton.textContent = step === steps.length - 1 ? "Start labelling" : "Next";
   }
+
+  function openTutorial(firstVisit) {
+    const active = document.activeElement;
+    returnFocus = active && active !== document.body ? active : null;
+    recordSeen = firstVisit;
+    showStep(0);
+    tutorial.showModal();
+    nextButton.focus();
+  }
+
+  tutorial.addEventListener("close", () => {
+    if (recordSeen) post(root.dataset.tutorial);
+    recordSeen = false;
+    const fallback = current ? document.querySelector(".viewer") : $("done");
+    (returnFocus && returnFocus.isConnected ? returnFocus : fallback).focus();
+  });
+  // Tab and Shift+Tab cycle inside the dialog rather than leaving it for the browser's toolbar.
+  tutorial.addEventListener("keydown", (event) => {
+    if (event.key !== "Tab") return;
+    const stops = [...tutorial.querySelectorAll("button, [href], input, [tabindex]:not([tabindex='-1'])")].filter(
+      (element) => !element.disabled && element.checkVisibility(),
+    );
+    const first = stops[0];
+    const last = stops[stops.length - 1];
+    if (event.shiftKey && document.activeElement === first) { event.preventDefault(); last.focus(); }
+    else if (!event.shiftKey && document.activeElement === last) { event.preventDefault(); first.focus(); }
+  });
+  nextButton.addEventListener("click", () => (step < steps.length - 1 ? showStep(step + 1) : tutorial.close()));
+  $("tutorial-close").addEventListener("click", () => tutorial.close());
+  $("tutorial-open").addEventListener("click", () => openTutorial(false));
 
   show(current);
   if (current) preload();
+  if (root.dataset.firstVisit === "1") openTutorial(true);
 })();

@@ -10,7 +10,12 @@
       const job = await response.json();
       const pct = Math.round(job.progress * 100);
       set("state", job.state); set("pct", `${pct}%`); set("message", job.message);
-      const bar = el.querySelector(".progress span"); if (bar) bar.style.width = `${pct}%`;
+      const bar = el.querySelector("[role=progressbar]");
+      if (bar) {
+        bar.firstElementChild.style.width = `${pct}%`;
+        bar.setAttribute("aria-valuenow", pct);
+        bar.setAttribute("aria-valuetext", `${pct}%`);
+      }
       const m = job.metrics || {};
       if (m.loss !== undefined) set("metrics", `epoch ${m.epoch} · step ${m.step}/${m.total_steps} · loss ${Number(m.loss).toFixed(4)} · ${Number(m.images_per_s).toFixed(1)} img/s · ETA ${fmt(m.eta_s)}`);
       if (job.error) set("error", job.error);

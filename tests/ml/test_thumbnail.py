@@ -35,7 +35,7 @@ def test_stretches_keep_black_and_white_and_brighten_faint_emission() -> None:
     cutout[:, 50:100] = 10  # faint lobe
     cutout[:, 100:] = 255  # core
     faint = {}
-    for stretch in ("linear", "sqrt", "asinh"):
+    for stretch in ("linear", "sqrt", "asinh", "log"):
         pixels = decode(render_thumbnail(cutout, size=150, stretch=stretch))
         assert pixels[75, 10] == 0
         assert pixels[75, 140] == 255
@@ -43,6 +43,7 @@ def test_stretches_keep_black_and_white_and_brighten_faint_emission() -> None:
     assert faint["linear"] == 10
     assert faint["linear"] < faint["asinh"]
     assert faint["linear"] < faint["sqrt"]
+    assert faint["asinh"] < faint["log"]  # log lifts the faintest emission most
 
 
 def test_invert_shows_dark_sources_on_white() -> None:
@@ -63,7 +64,7 @@ def test_it_refuses_anything_but_a_2d_uint8_cutout(cutout: np.ndarray) -> None:
 
 def test_it_refuses_an_unknown_stretch_or_size() -> None:
     with pytest.raises(ValueError, match="stretch"):
-        render_thumbnail(ramp(), stretch="log")  # type: ignore[arg-type]
+        render_thumbnail(ramp(), stretch="histeq")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size"):
         render_thumbnail(ramp(), size=0)
 

@@ -101,6 +101,8 @@ def test_the_map_gives_a_point_per_source_coloured_by_consensus(
     assert data["method"] == "PCA" and len(data["points"]) == 10
     values = {p["id"]: p["v"] for p in data["points"]}
     assert values[embedded[3].pk] == "hybrid" and values[embedded[4].pk] is None
+    names = {p["id"]: p["name"] for p in data["points"]}  # the map's text alternative lists them
+    assert names[embedded[3].pk] == embedded[3].name
     assert client.get(reverse("science:map-data"), {"colour": "nonsense"}).status_code == 400
 
 
