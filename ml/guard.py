@@ -14,8 +14,9 @@ the accuracy on randomly queried labels:
    batches; after each batch the classifier is refitted and scored on the held-out fold.
 3. A policy's score on a held-out source is its accuracy averaged over the batches (the
    area under its replayed learning curve); its gain on that source is that score minus
-   random's on the same replay. Every audit source is held out once per repeat, so the
-   gains are one number per audit source, and their mean has a t-interval over sources.
+   random's on the same replay. Every audit source is held out once per repeat; the
+   replays (folds x repeats) are the units of the t-interval, since the judges of one
+   replay share its training labels.
 4. The candidate with the highest lower bound is chosen if that bound is above
    ``margin`` (Bonferroni-corrected over the candidates); otherwise ``random`` runs.
 
@@ -38,9 +39,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ml.classifier import check_embeddings, fit_classifier, fit_ensemble
+from ml.classifier import check_embeddings, fit_ensemble
 from ml.config import ClassifierConfig
 from ml.errors import DataError, ShapeMismatchError
+from ml.fastprobe import fit_probe
 from ml.policies import COLD_START_POLICY, POLICIES, PolicyConfigError, policy_inputs, rank
 
 #: The baseline every candidate is judged against, and the fallback.
@@ -182,7 +184,7 @@ def _fit_predict(features: np.ndarray, labels: np.ndarray, test: np.ndarray, see
     """Predictions on ``test`` and the fitted classifier (None when one class only)."""
     if len(np.unique(labels)) < 2:
         return np.full(len(test), labels[0]), None
-    classifier = fit_classifier(features, labels, REPLAY_CLASSIFIER, seed=seed)
+    classifier = fit_probe(features, labels, REPLAY_CLASSIFIER, seed=seed)
     return classifier.predict(test), classifier
 
 
@@ -235,7 +237,7 @@ def choose_policy(
     seed: int = 0,
     min_audit: int = 20,
     folds: int = 5,
-    repeats: int = 1,
+    repeats: int = 2,
     confidence: float = 0.95,
     margin: float = 0.0,
 ) -> PolicyChoice:
@@ -283,9 +285,11 @@ def choose_policy(
     rng = np.random.default_rng(seed)
     audit_positions = np.flatnonzero(mask)
     folds = min(folds, n_audit)
-    # Per audit label and arm: its accuracy averaged over the replayed curve, summed over repeats.
     arms = [BASELINE, *judged]
-    area = {arm: np.zeros(n_audit) for arm in arms}
+    # Per audit label and arm: its correctness at the last replayed budget, summed over repeats.
+    # One gain per replay (the mean over its judges): replays are the independent units,
+    # since every judge of one replay shares its training labels.
+    replay_gains: dict[str, list[float]] = {arm: [] for arm in judged}
     at_last = {arm: np.zeros(n_audit) for arm in arms}
     random_curve = np.zeros((len(REPLAY_FRACTIONS), n_audit))
     replay_budgets: list[np.ndarray] = []
@@ -305,9 +309,13 @@ def choose_policy(
             start = rng.choice(n_pool, targets[0], replace=False)
             replay_seed = seed * 7919 + repeat * 101 + fold
             judge = matrix[judge_rows]
+            baseline_area = None
             for arm in arms:
                 correct = _replay(arm, pool, pool_labels, judge, judge_labels, start, targets, replay_seed)
-                area[arm][held] += correct.mean(axis=0)
+                if arm == BASELINE:
+                    baseline_area = correct.mean()
+                else:
+                    replay_gains[arm].append(100 * float(correct.mean() - baseline_area))
                 at_last[arm][held] += correct[-1]
                 if arm == BASELINE and len(targets) == len(REPLAY_FRACTIONS):
                     random_curve[:, held] += correct
@@ -318,8 +326,7 @@ def choose_policy(
     gains: dict[str, tuple[float, float, float]] = {}
     ratios: dict[str, tuple[float, float, float]] = {}
     for arm in judged:
-        difference = 100 * (area[arm] - area[BASELINE]) / repeats
-        gains[arm] = tuple(round(v, 2) for v in mean_interval(difference, level))  # type: ignore[assignment]
+        gains[arm] = tuple(round(v, 2) for v in mean_interval(np.asarray(replay_gains[arm]), level))  # type: ignore[assignment]
         if replay_budgets:
             ratios[arm] = _ratio_interval(
                 np.mean(replay_budgets, axis=0), random_curve / repeats, at_last[arm] / repeats, level, rng
