@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, log_expit
 
-from ml.classifier import check_embeddings, check_labels, fit_classifier
+from ml.classifier import FewLabelClassifier, check_embeddings, check_labels, fit_classifier
 from ml.config import ClassifierConfig
 
 
@@ -89,7 +89,7 @@ def _newton(design: np.ndarray, target: np.ndarray, c: float, max_iter: int = 10
 
 def fit_probe(
     embeddings: np.ndarray, labels: Sequence[int] | np.ndarray, config: ClassifierConfig | None = None, *, seed: int = 0
-) -> LinearProbe | object:
+) -> LinearProbe | FewLabelClassifier:
     """Fit the uncalibrated linear probe; a :class:`LinearProbe` for two classes.
 
     Args:

@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import stats
 
-from ml.classifier import check_embeddings, fit_ensemble
+from ml.classifier import FewLabelClassifier, check_embeddings, fit_ensemble
 from ml.config import ClassifierConfig
 from ml.errors import DataError, ShapeMismatchError
-from ml.fastprobe import fit_probe
+from ml.fastprobe import LinearProbe, fit_probe
 from ml.policies import COLD_START_POLICY, POLICIES, PolicyConfigError, policy_inputs, rank
 
 #: The baseline every candidate is judged against, and the fallback.
@@ -180,7 +180,9 @@ def _check_inputs(
     return matrix, rows.astype(np.int64), codes.astype(np.int64), mask
 
 
-def _fit_predict(features: np.ndarray, labels: np.ndarray, test: np.ndarray, seed: int) -> tuple[np.ndarray, object]:
+def _fit_predict(
+    features: np.ndarray, labels: np.ndarray, test: np.ndarray, seed: int
+) -> tuple[np.ndarray, LinearProbe | FewLabelClassifier | None]:
     """Predictions on ``test`` and the fitted classifier (None when one class only)."""
     if len(np.unique(labels)) < 2:
         return np.full(len(test), labels[0]), None
