@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 from scipy import stats
@@ -97,13 +98,13 @@ def accuracy_estimate(correct: np.ndarray, confidence: float = 0.95) -> tuple[fl
         raise ShapeMismatchError(f"correct must be 1-D, got shape {values.shape}")
     if not 0 < confidence < 1:
         raise DataError(f"confidence must lie in (0, 1), got {confidence!r}")
-    if len(values) and not np.isin(values.astype(float), (0.0, 1.0)).all():
+    if values.dtype != np.bool_ and len(values) and not np.isin(values.astype(float), (0.0, 1.0)).all():
         raise DataError("correct must hold only booleans or 0/1")
     n = len(values)
     if n == 0:
         return math.nan, 0.0, 1.0
     p = float(values.astype(float).mean())
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return p, max(0.0, centre - half), min(1.0, centre + half)
@@ -151,7 +152,8 @@ def labels_ratio(budgets: np.ndarray, random_accuracy: np.ndarray, policy_accura
     slope = (accuracy[-1] - accuracy[-2]) / (log_n[-1] - log_n[-2])
     if slope <= 0:
         return 10.0
-    return float(min(10.0, np.exp(log_n[-1] + (policy_accuracy - accuracy[-1]) / slope) / last))
+    exponent = log_n[-1] + (policy_accuracy - accuracy[-1]) / slope
+    return float(min(10.0, np.exp(min(exponent, math.log(10 * last))) / last))
 
 
 def _check_inputs(

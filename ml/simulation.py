@@ -661,18 +661,29 @@ def summarise(curves: Sequence[Curve]) -> CurveSummary:
 # --- paired comparison --------------------------------------------------------------------------
 
 
+def decreasing_fit(values: np.ndarray) -> np.ndarray:
+    """The closest non-increasing sequence in least squares (pool-adjacent-violators), equal weights."""
+    blocks: list[list[float]] = []  # [mean, count]
+    for value in np.asarray(values, dtype=float):
+        blocks.append([float(value), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] < blocks[-1][0]:
+            mean, count = blocks.pop()
+            previous = blocks[-1]
+            previous[0] = (previous[0] * previous[1] + mean * count) / (previous[1] + count)
+            previous[1] += count
+    return np.concatenate([np.full(int(count), mean) for mean, count in blocks])
+
+
 def labels_to_reach(n_labels: np.ndarray, error: np.ndarray, target: float) -> float:
     """Labels at which a learning curve reaches ``target`` error, interpolated; inf if never.
 
-    The curve is first made non-increasing by isotonic regression (on log-labels), so that
-    neither a one-round dip of a noisy mean nor a bump counts: the first crossing of a raw
-    noisy curve comes early by chance, which is why "first reaches" failed its null test.
-    Between rounds the crossing is interpolated linearly in log-labels.
+    The curve is first made non-increasing by isotonic regression (:func:`decreasing_fit`),
+    so that neither a one-round dip of a noisy mean nor a bump counts: the first crossing of
+    a raw noisy curve comes early by chance, which is why "first reaches" failed its null
+    test. Between rounds the crossing is interpolated linearly in log-labels.
     """
-    from sklearn.isotonic import IsotonicRegression
-
     x = np.log(np.asarray(n_labels, dtype=float))
-    fitted = IsotonicRegression(increasing=False).fit_transform(x, np.asarray(error, dtype=float))
+    fitted = decreasing_fit(np.asarray(error, dtype=float))
     if fitted[0] <= target:
         return float(n_labels[0])
     below = np.flatnonzero(fitted <= target + 1e-12)
@@ -719,6 +730,7 @@ class PairedComparison:
         reference: The baseline budget of ``ratio``.
         n_seeds: Paired seeds.
         confidence: Coverage of the intervals.
+        per_seed: (seeds, rounds) the paired differences themselves (points).
     """
 
     n_labels: np.ndarray
@@ -730,6 +742,7 @@ class PairedComparison:
     reference: int
     n_seeds: int
     confidence: float
+    per_seed: np.ndarray
 
     def at(self, n_labels: int) -> tuple[float, float, float]:
         """(mean, low, high) error difference at a round of the schedule."""
@@ -739,9 +752,19 @@ class PairedComparison:
         i = int(where[0])
         return float(self.difference[i]), float(self.low[i]), float(self.high[i])
 
-    def worse_anywhere(self) -> bool:
-        """True when at some round the arm is worse than the baseline beyond the interval."""
-        return bool((self.low > 0).any())
+    def worse_at(self, simultaneous: bool = False) -> np.ndarray:
+        """Label counts at which the arm is worse than the baseline beyond the interval.
+
+        Args:
+            simultaneous: Bonferroni-correct over the rounds, so that the chance of any
+                round being flagged by chance alone is ``1 - confidence`` (pointwise
+                intervals over 30 rounds flag some round by chance most of the time).
+        """
+        if not simultaneous:
+            return self.n_labels[self.low > 0]
+        level = 1 - (1 - self.confidence) / len(self.n_labels)
+        _, low, _ = _t_interval(self.per_seed, level)
+        return self.n_labels[low > 0]
 
 
 def _t_interval(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -794,9 +817,7 @@ def compare_paired(
     at = int(np.flatnonzero(n_labels == reference)[0])
 
     def ratio(rows: np.ndarray) -> float:
-        from sklearn.isotonic import IsotonicRegression
-
-        base = IsotonicRegression(increasing=False).fit_transform(np.log(n_labels), theirs[rows].mean(axis=0))
+        base = decreasing_fit(theirs[rows].mean(axis=0))
         return labels_to_reach(n_labels, ours[rows].mean(axis=0), float(base[at])) / reference
 
     rng = np.random.default_rng(seed)
@@ -813,4 +834,5 @@ def compare_paired(
         reference=reference,
         n_seeds=len(ours),
         confidence=confidence,
+        per_seed=100 * (ours - theirs),
     )
