@@ -213,7 +213,9 @@ def merge_identical(summaries: dict[str, CurveSummary]) -> dict[str, CurveSummar
     return merged
 
 
-def plot_curves(path: Path, panels: dict[str, dict[str, CurveSummary]]) -> None:
+def plot_curves(
+    path: Path, panels: dict[str, dict[str, CurveSummary]], ylabel: str = "MiraBest Confident test error (%)"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,7 +252,7 @@ def plot_curves(path: Path, panels: dict[str, dict[str, CurveSummary]]) -> None:
         axis.grid(alpha=0.3)
     highest = max(float((s.mean_error + s.std_error).max()) for panel in panels.values() for s in panel.values())
     axes[0][0].set_ylim(0, 100 * highest + 2)  # shared by every panel; 0 keeps the paper's line in view
-    axes[0][0].set_ylabel("MiraBest Confident test error (%)")
+    axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.12, 1, 1))
@@ -428,15 +430,15 @@ PAIRED_ARMS = (
 
 
 def select_paired_arms(names: str | None) -> list[PairedArm]:
-    """The arms named (row label, policy name or ``guarded``), random always first."""
+    """The arms named (row label, policy name or ``guarded``); random and the null row always first."""
     if not names:
         return list(PAIRED_ARMS)
     wanted = {name.strip() for name in names.split(",") if name.strip()}
-    chosen = [arm for arm in PAIRED_ARMS[1:] if arm.label in wanted or arm.policy in wanted]
-    unknown = wanted - {arm.label for arm in chosen} - {arm.policy for arm in chosen}
+    chosen = [arm for arm in PAIRED_ARMS[2:] if arm.label in wanted or arm.policy in wanted]
+    unknown = wanted - {arm.label for arm in chosen} - {arm.policy for arm in chosen} - {NULL_ARM.label}
     if unknown:
         raise SystemExit(f"unknown arms {sorted(unknown)}; rows are {[arm.label for arm in PAIRED_ARMS]}")
-    return [PAIRED_ARMS[0], *chosen]
+    return [PAIRED_ARMS[0], NULL_ARM, *chosen]
 
 
 def signed(value: float) -> str:
@@ -615,8 +617,20 @@ def run_paired(args: argparse.Namespace) -> int:
     setting_name = "" if args.settings == "both" else f", {args.settings}"
     section = PAIRED_SECTION + f" ({args.features}, {judged}{setting_name})"
     if not args.no_write:
+        if args.plot is None:
+            args.plot = ROOT / "docs" / f"al_paired_{args.features}_{judged}_{args.settings}.png"
+        panels = {
+            titles[setting]: {label: summarise(arm_curves) for label, arm_curves in by_arm.items()}
+            for setting, by_arm in curves.items()
+        }
+        plot_curves(args.plot, panels, ylabel=f"MiraBest {judged} error (%)")
+        try:
+            plot_name = args.plot.resolve().relative_to(args.markdown.resolve().parent)
+        except ValueError:
+            plot_name = args.plot
+        parts.append(f"![paired active-learning curves]({plot_name})")
         write_section(args.markdown, section, "\n".join(parts), after=SECTION)
-        print(f"\nwrote section '{section}' of {args.markdown}")
+        print(f"\nwrote {args.plot} and section '{section}' of {args.markdown}")
     return 0
 
 
