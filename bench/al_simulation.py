@@ -544,10 +544,16 @@ def run_paired(args: argparse.Namespace) -> int:
                         for seed in range(args.seeds)
                     ]
     elapsed = time.monotonic() - started
-    saved = ROOT / "var" / f"al_paired_{args.features}_{args.evaluate}_{args.settings}.pickle"
-    saved.parent.mkdir(parents=True, exist_ok=True)
-    saved.write_bytes(pickle.dumps(curves))  # tables can be redrawn without rerunning
-    print(f"curves saved to {saved}", file=sys.stderr)
+    if not args.no_write:
+        # Beside the plot (var/ is not tracked), so that tables and plots can be redrawn.
+        if args.plot is None:
+            args.plot = ROOT / "docs" / f"al_paired_{args.features}_{args.evaluate}_{args.settings}.png"
+        saved = args.plot.with_suffix(".pickle")
+        if saved.resolve().is_relative_to(ROOT / "docs"):
+            saved = ROOT / "var" / saved.name
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(pickle.dumps(curves))
+        print(f"curves saved to {saved}", file=sys.stderr)
     command = (
         f".venv/bin/python -m bench.al_simulation --features {args.features}"
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
@@ -617,8 +623,6 @@ def run_paired(args: argparse.Namespace) -> int:
     setting_name = "" if args.settings == "both" else f", {args.settings}"
     section = PAIRED_SECTION + f" ({args.features}, {judged}{setting_name})"
     if not args.no_write:
-        if args.plot is None:
-            args.plot = ROOT / "docs" / f"al_paired_{args.features}_{judged}_{args.settings}.png"
         panels = {
             titles[setting]: {label: summarise(arm_curves) for label, arm_curves in by_arm.items()}
             for setting, by_arm in curves.items()
