@@ -254,8 +254,8 @@ def plot_curves(
     axes[0][0].set_ylim(0, 100 * highest + 2)  # shared by every panel; 0 keeps the paper's line in view
     axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    figure.legend(handles, labels, loc="lower center", ncol=4 if len(panels) > 1 else 2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.12 if len(panels) > 1 else 0.2, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
