@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import sys
 import time
 from collections.abc import Sequence
@@ -35,7 +36,9 @@ from bench import markdown_table, write_section
 from ml.config import ClassifierConfig
 from ml.simulation import (
     PAPER_CHECKPOINTS,
+    Curve,
     CurveSummary,
+    PairedComparison,
     SimulationConfig,
     VolunteerNoise,
     image_features,
@@ -112,6 +115,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="print only; write neither plot nor markdown")
     parser.add_argument("--date", default="2026-11-27")
     parser.add_argument("--machine", default="2-core CPU, no GPU")
+    parser.add_argument(
+        "--protocol",
+        choices=("paired", "legacy"),
+        default="paired",
+        help="paired: seed-paired differences with intervals on validation data (issue 13); "
+        "legacy: the superseded 'labels to reach random's 145-label error' table",
+    )
+    parser.add_argument("--evaluate", choices=("validation", "test"), default="validation")
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
+    parser.add_argument("--budget", type=int, default=291)
+    parser.add_argument("--guard-every", type=int, default=50, help="labels between two runs of the policy chooser")
     args = parser.parse_args(argv)
     if args.features == "encoder" and args.checkpoint is None:
         parser.error("--features encoder needs --checkpoint PATH")
@@ -199,7 +213,9 @@ def merge_identical(summaries: dict[str, CurveSummary]) -> dict[str, CurveSummar
     return merged
 
 
-def plot_curves(path: Path, panels: dict[str, dict[str, CurveSummary]]) -> None:
+def plot_curves(
+    path: Path, panels: dict[str, dict[str, CurveSummary]], ylabel: str = "MiraBest Confident test error (%)"
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,10 +252,10 @@ def plot_curves(path: Path, panels: dict[str, dict[str, CurveSummary]]) -> None:
         axis.grid(alpha=0.3)
     highest = max(float((s.mean_error + s.std_error).max()) for panel in panels.values() for s in panel.values())
     axes[0][0].set_ylim(0, 100 * highest + 2)  # shared by every panel; 0 keeps the paper's line in view
-    axes[0][0].set_ylabel("MiraBest Confident test error (%)")
+    axes[0][0].set_ylabel(ylabel)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    figure.legend(handles, labels, loc="lower center", ncol=4 if len(panels) > 1 else 2, fontsize=8, frameon=False)
+    figure.tight_layout(rect=(0, 0.12 if len(panels) > 1 else 0.2, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -247,6 +263,8 @@ def plot_curves(path: Path, panels: dict[str, dict[str, CurveSummary]]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.protocol == "paired":
+        return run_paired(args)
     arms = select_arms(args.policies)
     started = time.monotonic()
     data = load_mirabest_confident(args.data or default_data())
@@ -374,6 +392,248 @@ def main(argv: Sequence[str] | None = None) -> int:
             for setting, summaries in panels.items()
         }
         args.plot.with_suffix(".json").write_text(json.dumps({"command": command, "curves": curves}, indent=1))
+        print(f"\nwrote {args.plot} and section '{section}' of {args.markdown}")
+    return 0
+
+
+# --- the paired protocol (issue 13): validation data, realistic volunteers, guarded queue ---------
+
+PAIRED_SECTION = "Active-learning simulation, paired statistic"
+#: Budgets whose paired differences the tables show (every round is checked for the verdict).
+TABLE_BUDGETS = (36, 73, 145, 291)
+
+
+@dataclass(frozen=True)
+class PairedArm:
+    """One row of the paired comparison."""
+
+    label: str
+    policy: str
+    cold_start: str = "typical_clusters"
+    stream: int = 0
+    exploration: float = 0.0
+    calibrated: bool = False
+
+
+NULL_ARM = PairedArm("random (independent stream: null)", "random", cold_start="random", stream=1)
+PAIRED_ARMS = (
+    PairedArm("random", "random", cold_start="random"),
+    NULL_ARM,
+    PairedArm("random (calibrated classifier)", "random", cold_start="random", calibrated=True),
+    PairedArm("least_confident", "least_confident"),
+    PairedArm("margin", "margin"),
+    PairedArm("density_weighted", "density_weighted"),
+    PairedArm("guarded (10 % exploration)", "guarded", cold_start="random", exploration=0.1),
+    PairedArm("guarded (20 % exploration)", "guarded", cold_start="random", exploration=0.2),
+    PairedArm("guarded (30 % exploration)", "guarded", cold_start="random", exploration=0.3),
+)
+
+
+def select_paired_arms(names: str | None) -> list[PairedArm]:
+    """The arms named (row label, policy name or ``guarded``); random and the null row always first."""
+    if not names:
+        return list(PAIRED_ARMS)
+    wanted = {name.strip() for name in names.split(",") if name.strip()}
+    chosen = [arm for arm in PAIRED_ARMS[2:] if arm.label in wanted or arm.policy in wanted]
+    unknown = wanted - {arm.label for arm in chosen} - {arm.policy for arm in chosen} - {NULL_ARM.label}
+    if unknown:
+        raise SystemExit(f"unknown arms {sorted(unknown)}; rows are {[arm.label for arm in PAIRED_ARMS]}")
+    return [PAIRED_ARMS[0], NULL_ARM, *chosen]
+
+
+def signed(value: float) -> str:
+    return f"{value:+.1f}"
+
+
+def ratio_text(ratio: tuple[float, float, float]) -> str:
+    def one(value: float) -> str:
+        return f"{value:.2f}x" if np.isfinite(value) else "never"
+
+    return f"{one(ratio[0])} ({one(ratio[1])} to {one(ratio[2])})"
+
+
+def paired_table(comparisons: dict[str, PairedComparison]) -> tuple[list[str], list[list[str]]]:
+    """Rows: error difference against random at fixed budgets, area, labels ratio, verdict."""
+    budgets = [b for b in TABLE_BUDGETS if any(b == n for n in next(iter(comparisons.values())).n_labels)]
+    header = [
+        "arm (minus random)",
+        *[f"Δ error @ {b} (points, 95 % CI)" for b in budgets],
+        "Δ area (mean error, points)",
+        f"labels for random's {next(iter(comparisons.values())).reference}-label error (ratio, 95 % CI)",
+        "worse than random at budgets (pointwise 95 %)",
+        "worse (simultaneous 95 % over all budgets)",
+    ]
+    rows = []
+    for label, comparison in comparisons.items():
+        cells = [label]
+        for budget in budgets:
+            mean, low, high = comparison.at(budget)
+            cells.append(f"{signed(mean)} ({signed(low)} to {signed(high)})")
+        mean, low, high = comparison.area
+        cells.append(f"{signed(mean)} ({signed(low)} to {signed(high)})")
+        cells.append(ratio_text(comparison.ratio))
+        for simultaneous in (False, True):
+            worse = comparison.worse_at(simultaneous)
+            more = f" and {len(worse) - 5} more" if len(worse) > 5 else ""
+            cells.append(f"{', '.join(str(n) for n in worse[:5])}{more}" if len(worse) else "none")
+        rows.append(cells)
+    return header, rows
+
+
+def run_paired(args: argparse.Namespace) -> int:
+    from ml.simulation import (
+        VolunteerModel,
+        compare_paired,
+        load_mirabest_campaign,
+        validation_split,
+    )
+
+    arms = select_paired_arms(args.policies)
+    started = time.monotonic()
+    data = load_mirabest_campaign(args.data or default_data())
+    training = np.flatnonzero(data.part == "pool")
+    confident = training[~data.ambiguous[training]]
+    validation = validation_split(data.labels, confident, args.validation_fraction, seed=0)
+    if args.evaluate == "validation":
+        pool_rows, judge_rows = np.setdiff1d(training, validation), validation
+    else:
+        pool_rows, judge_rows = np.setdiff1d(training, validation), np.flatnonzero(data.part == "test")
+    with threadpool_limits(args.threads):
+        embeddings = image_features(
+            data.images,
+            args.features,
+            checkpoint=args.checkpoint,
+            pca_dim=args.pca_dim,
+            fit_rows=training,  # never a test image
+            views=args.views,
+        )
+        pool, pool_labels, ambiguous = embeddings[pool_rows], data.labels[pool_rows], data.ambiguous[pool_rows]
+        judge, judge_labels = embeddings[judge_rows], data.labels[judge_rows]
+        settings: dict[str, VolunteerModel | None] = {"oracle": None, "volunteers": VolunteerModel()}
+        if args.settings != "both":
+            settings = {args.settings: settings[args.settings]}
+        schedule = label_schedule(10, 10, args.budget)
+        curves: dict[str, dict[str, list[Curve]]] = {}
+        with tqdm(total=len(settings) * len(arms) * args.seeds * len(schedule), unit="round", file=sys.stderr) as bar:
+            for setting, noise in settings.items():
+                curves[setting] = {}
+                for arm in arms:
+                    bar.set_description(f"{setting}: {arm.label}")
+                    plain = ClassifierConfig(calibrate_min_per_class=10**9)
+                    config = SimulationConfig(
+                        arm.policy,
+                        cold_start=arm.cold_start,
+                        noise=noise,
+                        budget=args.budget,
+                        classifier=ClassifierConfig() if arm.calibrated else plain,
+                        stream=arm.stream,
+                        exploration=arm.exploration,
+                        guard_every=args.guard_every,
+                    )
+                    curves[setting][arm.label] = [
+                        simulate(
+                            pool,
+                            pool_labels,
+                            judge,
+                            judge_labels,
+                            config,
+                            seed=seed,
+                            ambiguous=ambiguous,
+                            on_round=lambda _: bar.update(),
+                        )
+                        for seed in range(args.seeds)
+                    ]
+    elapsed = time.monotonic() - started
+    if not args.no_write:
+        # Beside the plot (var/ is not tracked), so that tables and plots can be redrawn.
+        if args.plot is None:
+            args.plot = ROOT / "docs" / f"al_paired_{args.features}_{args.evaluate}_{args.settings}.png"
+        saved = args.plot.with_suffix(".pickle")
+        if saved.resolve().is_relative_to(ROOT / "docs"):
+            saved = ROOT / "var" / saved.name
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(pickle.dumps(curves))
+        print(f"curves saved to {saved}", file=sys.stderr)
+    command = (
+        f".venv/bin/python -m bench.al_simulation --features {args.features}"
+        + (f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+        + f" --seeds {args.seeds} --evaluate {args.evaluate}"
+        + (f" --budget {args.budget}" if args.budget != 291 else "")
+        + (f" --settings {args.settings}" if args.settings != "both" else "")
+        + (f" --policies '{args.policies}'" if args.policies else "")
+    )
+    judged = "validation" if args.evaluate == "validation" else "test"
+    parts = [
+        f"Command: `{command}`  ",
+        f"Machine: {args.machine}; date {args.date}; {args.seeds} seeds; wall time {elapsed / 60:.1f} min.  ",
+        f"Pool: {len(pool_rows)} MiraBest training sources ({int(ambiguous.sum())} of them 'uncertain', i.e. "
+        f"ambiguous); scored on {len(judge_rows)} {judged} sources "
+        + (
+            f"(a stratified {args.validation_fraction:.0%} of the Confident training sources, held out of the pool; "
+            "the 104 test sources are not used)"
+            if judged == "validation"
+            else "(the MiraBest Confident test set)"
+        )
+        + f". Features: {args.features} ({pool.shape[1]}-d). Classifier: the plain linear probe "
+        "(ml.fastprobe, the optimum of ml.classifier's uncalibrated model) unless the row says calibrated "
+        "(ml.classifier's default: sigmoid calibration once every class has 10 labels).  ",
+        "Volunteers: ml.simulation.VolunteerModel, 3 votes per source from a crowd of 30; each volunteer's "
+        "accuracy on clear sources 70-97 % with FRI errors 1.3x and FRII errors 0.7x the average; on "
+        "ambiguous sources 50-70 %; majority consensus.  ",
+        "Every cell is arm minus random, paired by seed (same crowd, same answers), in error points: "
+        "negative is better; 95 % Student-t interval over seeds. Area: the mean error over the whole "
+        "campaign (area under the learning curve / label range). Labels ratio: labels the arm needs to "
+        "reach random's error at 145 labels, both mean curves made monotone by isotonic regression, "
+        "interpolated in log-labels; 95 % bootstrap interval over seeds. The null row is a second random "
+        "queue with its own random stream: it must come out at 1.0x and 0 points within its interval. "
+        "Guarded rows: a share of every batch at random, the rest by the policy "
+        f"ml.guard.choose_policy picks every {args.guard_every} labels among least_confident and "
+        "density_weighted (random until 20 random labels can judge, and whenever no candidate is "
+        "measurably better).",
+        "",
+    ]
+    if args.note:
+        parts += [args.note, ""]
+    reference = REFERENCE_LABELS if REFERENCE_LABELS in schedule else schedule[len(schedule) // 2]
+    titles = {"oracle": "Oracle labels", "volunteers": "Simulated volunteers (confusion by class and ambiguity)"}
+    for setting, by_arm in curves.items():
+        comparisons = {
+            label: compare_paired(arm_curves, by_arm[BASELINE], reference=reference, seed=1)
+            for label, arm_curves in by_arm.items()
+            if label != BASELINE
+        }
+        header, rows = paired_table(comparisons)
+        random_error = np.stack([c.test_error for c in by_arm[BASELINE]]).mean(axis=0)
+        where = {n: i for i, n in enumerate(schedule)}
+        baseline_line = "Random's own mean error: " + ", ".join(
+            f"{percent(float(random_error[where[b]]))} % @ {b}" for b in TABLE_BUDGETS if b in where
+        )
+        chosen = [c.policies[-1] for label, cs in by_arm.items() if label.startswith("guarded") for c in cs]
+        table = markdown_table(header, rows)
+        print(f"\n{titles[setting]}\n{baseline_line}\n{table}")
+        parts += [f"### {titles[setting]}", "", baseline_line + ".", "", table, ""]
+        if chosen:
+            counts = {name: chosen.count(name) for name in sorted(set(chosen))}
+            line = "Policy the guarded queues ran at the end: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            print(line)
+            parts += [line + ".", ""]
+        if setting == "volunteers":
+            wrong = np.mean([c.label_error[-1] for cs in by_arm.values() for c in cs])
+            parts += [f"Consensus labels wrong at the last budget: {percent(float(wrong))} % on average.", ""]
+    setting_name = "" if args.settings == "both" else f", {args.settings}"
+    section = PAIRED_SECTION + f" ({args.features}, {judged}{setting_name})"
+    if not args.no_write:
+        panels = {
+            titles[setting]: {label: summarise(arm_curves) for label, arm_curves in by_arm.items()}
+            for setting, by_arm in curves.items()
+        }
+        plot_curves(args.plot, panels, ylabel=f"MiraBest {judged} error (%)")
+        try:
+            plot_name = args.plot.resolve().relative_to(args.markdown.resolve().parent)
+        except ValueError:
+            plot_name = args.plot
+        parts.append(f"![paired active-learning curves]({plot_name})")
+        write_section(args.markdown, section, "\n".join(parts), after=SECTION)
         print(f"\nwrote {args.plot} and section '{section}' of {args.markdown}")
     return 0
 

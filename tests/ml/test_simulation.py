@@ -273,7 +273,9 @@ def test_simulation_command_writes_table_plot_and_section(shared_data, tmp_path,
             "--data",
             str(archive),
             "--seeds",
-            "1",
+            "2",
+            "--budget",
+            "40",
             "--policies",
             "margin",
             "--settings",
@@ -285,10 +287,13 @@ def test_simulation_command_writes_table_plot_and_section(shared_data, tmp_path,
         ]
     )
     printed = capsys.readouterr().out
-    assert "| random |" in printed and "| margin |" in printed
+    # Paired protocol: every row is an arm minus random, the null row (random vs random) always in.
+    assert "Random's own mean error" in printed and "| margin |" in printed
+    assert "| random (independent stream: null) |" in printed
     assert plot.stat().st_size > 10_000
     section = markdown.read_text()
-    assert "## Active-learning simulation" in section and "2-core CPU, no GPU" in section and "2026-11-27" in section
+    assert "## Active-learning simulation, paired statistic (pca, validation, oracle)" in section
+    assert "2-core CPU, no GPU" in section and "146 validation sources" in section
 
 
 def test_speed_command_times_every_policy(tmp_path, capsys):
