@@ -95,10 +95,10 @@ def test_a_worker_killed_mid_job_never_leaves_it_running(celery_worker, make_sou
     assert EncoderVersion.objects.filter(job=again).exists()
 
 
-def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> None:
+def test_the_loop_end_to_end(celery_worker, django_user_model) -> None:
     """Ingest real images, pretrain, embed, label, retrain, refresh: a new active classifier and a new queue."""
 
-    from ml.datasets import mirabest_confident, read_mirabest
+    from ml.datasets import read_griese
     from rgzlabel.catalog.services import ingest_records
     from rgzlabel.labelling.models import Subject
     from rgzlabel.labelling.services import default_workflow, record_classification, sync_subjects
@@ -106,7 +106,8 @@ def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> N
     workflow = default_workflow()
     workflow.retire_after, workflow.gold_rate_start, workflow.gold_rate_min = 3, 0.0, 0.0
     workflow.save()
-    records = mirabest_confident(read_mirabest(shared_data / "mirabest" / "MiraBest_F_batches.tar.gz"))
+    # The real FIRST images the firstgalaxydata package ships (no shared data folder needed).
+    records = [record for record in read_griese() if record.label in ("FRI", "FRII")]
     fri = [r for r in records if r.label == "FRI"][:20]
     frii = [r for r in records if r.label == "FRII"][:20]
     report = ingest_records(fri + frii)

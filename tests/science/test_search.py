@@ -13,8 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fits_file(shared_data):
-    return sorted((shared_data / "mirabest" / "fits").glob("*.fits"))[0]
+def fits_file(generated_data):
+    return sorted((generated_data / "mirabest" / "fits").glob("*.fits"))[0]
 
 
 @pytest.fixture(params=["centre", "dihedral"])
