@@ -7,17 +7,21 @@ curves and provenance out. The loop helpers here are shared with ``ml.finetune``
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ml.augment import ImageArray, as_image_tensor, random_views
 from ml.byol import BYOL, ema_tau
-from ml.config import PretrainConfig
+from ml.config import PretrainConfig, config_to_dict
 from ml.device import as_layout, autocast, maybe_compile, place, resolve_device
 from ml.encoder import RadioEncoder, build_encoder
 from ml.errors import EmptyDataError, TrainingCancelled
@@ -36,8 +40,9 @@ class TrainingProgress:
         total_steps: Steps the run will take if not cancelled.
         loss: Mean training loss over the steps since the previous report.
         images_per_s: Images per second since the start (each image counted once per step).
-        eta_s: Estimated seconds left.
+        eta_s: Estimated seconds left, from the step rate measured since this run (re)started.
         fraction: ``step / total_steps``.
+        resumed_from: Step this run resumed from (0 when it started afresh).
     """
 
     epoch: int
@@ -47,6 +52,7 @@ class TrainingProgress:
     images_per_s: float
     eta_s: float
     fraction: float
+    resumed_from: int = 0
 
 
 ProgressFn = Callable[[TrainingProgress], None]
@@ -81,8 +87,9 @@ class PretrainResult:
         data: Fingerprint of the training images.
         seed: Seed of initialisation, batch order and augmentations.
         steps: Optimisation steps taken.
-        seconds: Wall-clock duration of the loop.
+        seconds: Wall-clock duration of the loop (this run's part when it resumed).
         device: Device the run used, e.g. ``"cuda"``.
+        resumed_from: Step the run resumed from (0 when it started afresh).
     """
 
     encoder: RadioEncoder
@@ -93,6 +100,26 @@ class PretrainResult:
     steps: int
     seconds: float
     device: str
+    resumed_from: int = 0
+
+
+@dataclass(frozen=True)
+class ResumeSpec:
+    """Where and how often a training run saves its resumable state.
+
+    Attributes:
+        path: The state file; read at the start when it exists and matches the run, written
+            atomically every ``every_s`` seconds and when the run is stopped.
+        every_s: Seconds between saves while training.
+    """
+
+    path: Path
+    every_s: float = 300.0
+
+
+#: Kind tag of a resumable-state file (not an encoder checkpoint: see ``ml.checkpoint``).
+RESUME_KIND = "rgzlabel.ml.pretrain-resume"
+RESUME_FORMAT = 1
 
 
 def fingerprint_data(images: ImageArray, source_ids: Sequence[int] | None = None) -> DataFingerprint:
@@ -157,19 +184,26 @@ def run_loop(
     progress: ProgressFn | None,
     should_stop: StopFn | None,
     progress_every: int,
+    start_step: int = 0,
+    curves: TrainingCurves | None = None,
+    save_state: Callable[[int, TrainingCurves], None] | None = None,
+    save_every_s: float = 300.0,
 ) -> TrainingCurves:
     """Run ``step_fn`` over shuffled batches, polling ``should_stop`` before every step.
 
     Losses stay on the device until a report is due, so a GPU is not synchronised every step.
+    A run resumed at ``start_step`` (with the ``curves`` so far) takes the same batches as an
+    uninterrupted one: the batch order is replayed from ``seed``. ``save_state(step, curves)``
+    is called every ``save_every_s`` seconds and when the run is stopped.
 
     Raises:
         TrainingCancelled: ``should_stop()`` returned True.
     """
     order = torch.Generator().manual_seed(seed)
-    curves = TrainingCurves()
+    curves = TrainingCurves() if curves is None else curves
     pending: list[torch.Tensor] = []
-    reported = 0
-    started = time.perf_counter()
+    reported = start_step
+    started = last_save = time.perf_counter()
 
     def drain() -> None:
         if pending:
@@ -184,31 +218,48 @@ def run_loop(
         window = curves.step_loss[reported:step]
         reported = step
         elapsed = time.perf_counter() - started
+        done_here = step - start_step  # the rate is this run's: a resumed run did not take the earlier steps
         progress(
             TrainingProgress(
                 epoch=epoch,
                 step=step,
                 total_steps=plan.total_steps,
                 loss=float(np.mean(window)),
-                images_per_s=step * plan.batch_size / elapsed,
-                eta_s=elapsed / step * (plan.total_steps - step),
+                images_per_s=done_here * plan.batch_size / elapsed,
+                eta_s=elapsed / done_here * (plan.total_steps - step),
                 fraction=step / plan.total_steps,
+                resumed_from=start_step,
             )
         )
 
-    step = 0
+    def save(step: int) -> None:
+        nonlocal last_save
+        drain()
+        if save_state is not None:
+            save_state(step, curves)
+        last_save = time.perf_counter()
+
+    step = start_step
     for epoch in range(math.ceil(plan.total_steps / plan.steps_per_epoch)):
-        permutation = torch.randperm(n_items, generator=order)
+        permutation = torch.randperm(n_items, generator=order)  # drawn for every epoch: replayed on resume
+        if (epoch + 1) * plan.steps_per_epoch <= start_step:
+            continue
         for batch in range(plan.steps_per_epoch):
             if step == plan.total_steps:
                 break
+            if epoch * plan.steps_per_epoch + batch < start_step:
+                continue
             if should_stop is not None and should_stop():
+                if step > start_step:
+                    save(step)
                 raise TrainingCancelled(step)
             indices = permutation[batch * plan.batch_size : (batch + 1) * plan.batch_size]
             pending.append(step_fn(indices, step, warmup_cosine(step, plan.total_steps, plan.warmup_steps)))
             step += 1
             if step % progress_every == 0 or step == plan.total_steps:
                 report(epoch, step)
+            if save_state is not None and step < plan.total_steps and time.perf_counter() - last_save >= save_every_s:
+                save(step)
         drain()  # one synchronisation per epoch for the epoch curve
         epoch_losses = curves.step_loss[epoch * plan.steps_per_epoch :]
         if len(epoch_losses) == plan.steps_per_epoch:
@@ -225,6 +276,7 @@ def pretrain(
     should_stop: StopFn | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
+    resume: ResumeSpec | None = None,
 ) -> PretrainResult:
     """Pretrain a radio encoder with BYOL on unlabelled images.
 
@@ -240,6 +292,10 @@ def pretrain(
         should_stop: Polled before every step; True cancels the run.
         device: Where to train; CUDA when available by default.
         seed: Seed of initialisation, batch order and augmentations.
+        resume: Save a resumable state (online and target networks, optimiser, step, curves,
+            augmentation RNG) there every ``every_s`` seconds and when stopped; a run started
+            with the same images, config and seed continues from it. A state of another run
+            is ignored (and overwritten at the next save).
 
     Returns:
         The trained encoder (contiguous weights, eval mode) with curves and provenance.
@@ -269,6 +325,38 @@ def pretrain(
         weight_decay=config.weight_decay,
     )
     views = torch.Generator(device=device).manual_seed(seed)
+    run_key = _run_key(config, data, seed, plan)
+    start_step, curves_so_far = 0, None
+    if resume is not None:
+        state = load_resume_state(resume.path, run_key)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            views.set_state(state["views_rng"].to(views.get_state().device))
+            torch.set_rng_state(state["torch_rng"])
+            start_step = int(state["step"])
+            step_loss = [float(loss) for loss in state["step_loss"]][:start_step]
+            # Epoch means of the completed epochs, from the step losses (a save may precede the mean).
+            per = plan.steps_per_epoch
+            epoch_loss = [float(np.mean(step_loss[e * per : (e + 1) * per])) for e in range(start_step // per)]
+            curves_so_far = TrainingCurves(step_loss, epoch_loss)
+
+    def save_state(step: int, curves: TrainingCurves) -> None:
+        assert resume is not None
+        save_resume_state(
+            resume.path,
+            {
+                "kind": RESUME_KIND,
+                "format": RESUME_FORMAT,
+                "run_key": run_key,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "views_rng": views.get_state().cpu(),
+                "torch_rng": torch.get_rng_state(),
+                "step_loss": list(curves.step_loss[:step]),
+            },
+        )
 
     def step_fn(indices: torch.Tensor, step: int, lr_factor: float) -> torch.Tensor:
         for group in optimizer.param_groups:
@@ -294,6 +382,10 @@ def pretrain(
         progress=progress,
         should_stop=should_stop,
         progress_every=config.run.progress_every,
+        start_step=start_step,
+        curves=curves_so_far,
+        save_state=save_state if resume is not None else None,
+        save_every_s=resume.every_s if resume is not None else math.inf,
     )
     # Contiguous weights make later outputs independent of how the model was trained.
     encoder.to(memory_format=torch.contiguous_format).eval()
@@ -306,4 +398,38 @@ def pretrain(
         steps=plan.total_steps,
         seconds=time.perf_counter() - started,
         device=str(device),
+        resumed_from=start_step,
     )
+
+
+def _run_key(config: PretrainConfig, data: DataFingerprint, seed: int, plan: LoopPlan) -> str:
+    """What must match for a saved state to continue this run: config (not run settings), data, seed."""
+    learned = {k: v for k, v in config_to_dict(config).items() if k != "run"}
+    text = json.dumps([learned, data.images_sha256, data.source_ids_sha256, seed, plan.total_steps], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def save_resume_state(path: Path, state: dict[str, Any]) -> Path:
+    """Write a resumable state atomically (a stop mid-write leaves the previous one intact)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+    return path
+
+
+def load_resume_state(path: Path, run_key: str | None = None) -> dict[str, Any] | None:
+    """The saved state at ``path`` if it exists, is readable and belongs to the run ``run_key``."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - an unreadable state only means starting afresh
+        return None
+    if not isinstance(state, dict) or state.get("kind") != RESUME_KIND or state.get("format") != RESUME_FORMAT:
+        return None
+    if run_key is not None and state.get("run_key") != run_key:
+        return None
+    return state

@@ -231,6 +231,8 @@ SPECTACULAR_SETTINGS = {
 RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimum=10)
 # Training preset used for the background CPU pretraining started by the main command.
 RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
+# Seconds between a pretraining's resumable saves (also when a worker shutdown stops it; 0: every step).
+RGZ_RESUME_EVERY_S = env_int("RGZ_RESUME_EVERY_S", 180, minimum=0)
 # Fine-tuning settings of finetune jobs (ml.config.FINETUNE_PRESETS): the paper's 100 epochs, or 40.
 RGZ_FINETUNE_PRESET = env_choice("RGZ_FINETUNE_PRESET", "cpu-quick", ("paper", "cpu-quick", "tiny"))
 # Torch device for training and embedding: "auto" picks CUDA when the worker has it.

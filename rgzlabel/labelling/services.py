@@ -166,6 +166,10 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
     A subject that needs k more votes is held by at most k (+ the workflow's redundancy)
     volunteers at once; concurrent callers skip rows another transaction is serving
     (``SKIP LOCKED`` on PostgreSQL), so two volunteers never both take the last slot.
+
+    Until a ranking exists (no open subject has a priority yet: the first seconds after
+    ``bin/start``, while the cold-start ranking is queued), subjects come in a random order,
+    not by id, so the first volunteers do not all label the same few sources.
     """
     exclude = exclude or []
     if workflow.gold_rate_start > 0 and random.random() < gold_rate(profile_of(volunteer), workflow):
@@ -184,6 +188,8 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
         .values("n")
     )
     slots = workflow.retire_after + workflow.redundancy
+    ranked = Subject.objects.filter(workflow=workflow, retired_at__isnull=True, priority__gt=0).exists()
+    order = ("-priority", "vote_count", "id") if ranked else ("vote_count", "?")
     rejected: list[int] = []
     for _ in range(5):
         with transaction.atomic():
@@ -194,7 +200,7 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
                 .exclude(pk__in=rejected)
                 .annotate(load=F("vote_count") + Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
                 .filter(load__lt=slots)
-                .order_by("-priority", "vote_count", "id")
+                .order_by(*order)
                 .select_for_update(skip_locked=True, of=("self",))
                 .first()
             )

@@ -31,9 +31,16 @@ def torch_device(context: JobContext) -> str | None:
 
 
 def load_pool(
-    *, chunk_size: int = 2000, context: JobContext | None = None, source_ids: np.ndarray | None = None
+    *,
+    chunk_size: int = 2000,
+    context: JobContext | None = None,
+    source_ids: np.ndarray | None = None,
+    progress_share: float | None = 0.2,
 ) -> tuple[np.ndarray, np.ndarray]:
     """All preprocessed cutouts (or those of ``source_ids``) as (ids int64 (N,), images uint8 (N, S, S)).
+
+    Loading reports the first ``progress_share`` of the job's progress; ``None`` reports the
+    message only (training jobs, whose percentage is the training's own).
 
     Streams rows in chunks into one preallocated array, so a 100k pool costs its uint8
     size (2.25 GB at 150x150) and not a Python object per row on top.
@@ -58,7 +65,8 @@ def load_pool(
         images[count] = np.frombuffer(bytes(pixels), dtype=np.uint8).reshape(size, size)
         count += 1
         if context is not None and count % chunk_size == 0:
-            context.progress(0.2 * count / total, f"loaded {count}/{total} cutouts")
+            share = None if progress_share is None else progress_share * count / total
+            context.progress(share, f"loaded {count}/{total} cutouts")
     return ids[:count], images[:count]
 
 

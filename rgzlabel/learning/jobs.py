@@ -102,16 +102,15 @@ class JobContext:
     max_log_lines: int = 200
     _log_lines: list[str] = field(default_factory=list, init=False)
 
-    def progress(self, fraction: float, message: str = "", *, force: bool = False, **metrics: Any) -> None:
-        """Record progress; writes are throttled so a fast loop does not hammer the database."""
+    def progress(self, fraction: float | None, message: str = "", *, force: bool = False, **metrics: Any) -> None:
+        """Record progress (``None`` keeps the fraction); throttled so a fast loop does not hammer the database."""
         now = time.monotonic()
-        if not force and now - self._last_write < self.min_interval_s and fraction < 1.0:
+        if not force and now - self._last_write < self.min_interval_s and (fraction is None or fraction < 1.0):
             return
         self._last_write = now
-        updates: dict[str, Any] = {
-            "progress": max(0.0, min(1.0, float(fraction))),
-            "heartbeat_at": timezone.now(),
-        }
+        updates: dict[str, Any] = {"heartbeat_at": timezone.now()}
+        if fraction is not None:
+            updates["progress"] = max(0.0, min(1.0, float(fraction)))
         if message:
             updates["message"] = message[:512]
             self._log_lines.append(f"{timezone.now():%H:%M:%S} {message}")
@@ -120,6 +119,10 @@ class JobContext:
         if metrics:
             updates["metrics"] = {k: _jsonable(v) for k, v in metrics.items()}
         Job.objects.filter(pk=self.job_id).update(**updates)
+
+    def resume_log(self, log: str) -> None:
+        """Continue an earlier run's log instead of starting an empty one."""
+        self._log_lines = log.splitlines()[-self.max_log_lines :]
 
     def warn(self, message: str) -> None:
         """Record a warning on the job at once, so admins see it while the job runs."""
@@ -171,6 +174,8 @@ def run_job(job_id: int) -> dict[str, Any]:
 
     job = Job.objects.get(pk=job_id)
     context = JobContext(job_id)
+    if job.log:  # a job run again after a worker shutdown keeps its log (and the losses in it)
+        context.resume_log(job.log)
     try:
         result = _service(job.kind)(job, context)
     except BaseException as exc:  # noqa: BLE001 - every failure must be recorded, then re-raised if fatal
@@ -204,10 +209,13 @@ def run_job(job_id: int) -> dict[str, Any]:
 
 
 def _requeue_interrupted(job: Job) -> dict[str, Any]:
-    """Put a job stopped by a worker shutdown back in the queue, to run again from the start."""
+    """Put a job stopped by a worker shutdown back in the queue.
+
+    Its progress stays where it was: a pretraining resumes from its saved state (see
+    ``training.pretrain_job``), and other jobs report afresh once they run again.
+    """
     Job.objects.filter(pk=job.pk).update(
         state=Job.State.QUEUED,
-        progress=0.0,
         started_at=None,
         message="interrupted by a worker shutdown; queued to run again",
     )

@@ -19,10 +19,13 @@ def training_reporter(context: JobContext) -> Callable[[Any], None]:
     """A training loop's progress callback that writes the job's progress line and figures."""
 
     def report(p: Any) -> None:  # ml.train.TrainingProgress
+        # The percentage is the training's own (step / total), so "25 %" and "step 100/400"
+        # agree; the ETA is the measured step rate of this run times the steps left.
+        resumed = f" (resumed from step {p.resumed_from})" if p.resumed_from else ""
         context.progress(
-            0.2 + 0.75 * p.fraction,
+            p.fraction,
             f"epoch {p.epoch + 1}, step {p.step}/{p.total_steps}, loss {p.loss:.4f}, "
-            f"{p.images_per_s:.1f} img/s, {p.eta_s / 60:.1f} min left",
+            f"{p.images_per_s:.1f} img/s, {p.eta_s / 60:.1f} min left{resumed}",
             force=p.step == p.total_steps,  # the last step is always recorded, however soon it comes
             epoch=p.epoch + 1,
             step=p.step,
@@ -30,6 +33,7 @@ def training_reporter(context: JobContext) -> Callable[[Any], None]:
             loss=p.loss,
             images_per_s=p.images_per_s,
             eta_s=p.eta_s,
+            resumed_from=p.resumed_from,
         )
 
     return report
@@ -43,10 +47,12 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     """
     from ml.checkpoint import save_checkpoint
     from ml.config import config_to_dict, get_config
-    from ml.train import pretrain
+    from ml.train import ResumeSpec, pretrain
 
     config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
-    ids, images = load_pool(context=context)
+    ids, images = load_pool(context=context, progress_share=None)
+    # Stopped by a worker shutdown, the job is queued again and continues from this state.
+    resume = ResumeSpec(resume_path(job), every_s=settings.RGZ_RESUME_EVERY_S)
 
     result = pretrain(
         images,
@@ -56,21 +62,30 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
         should_stop=context.should_stop,
         device=torch_device(context),
         seed=int(job.params.get("seed", 0)),
+        resume=resume,
     )
     name = f"byol-{config.name}-job{job.pk}"
     path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", result, extra={"job": job.pk})
     encoder_version, embed = record_encoder(
         job, name, path, architecture=config.encoder.arch, config=config_to_dict(config), result=result
     )
+    resume.path.unlink(missing_ok=True)
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
     return {
-        "summary": f"pretrained {name}: {result.steps} steps in {result.seconds:.0f} s on {result.device}",
+        "summary": f"pretrained {name}: {result.steps} steps in {result.seconds:.0f} s on {result.device}{resumed}",
         "encoder": encoder_version.pk,
         "steps": result.steps,
+        "resumed_from": result.resumed_from,
         "seconds": round(result.seconds, 1),
         "device": result.device,
         "final_loss": result.curves.step_loss[-1] if result.curves.step_loss else None,
         "embed_job": embed.pk,
     }
+
+
+def resume_path(job: Job) -> Path:
+    """Where a pretraining job keeps its resumable state (removed once the encoder is recorded)."""
+    return settings.DATA_DIR / "resume" / f"pretrain-job{job.pk}.pt"
 
 
 def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
@@ -96,7 +111,7 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     ids, labels, _ = consensus_labels(workflow)
     gold_ids, _ = gold_set(workflow)
     ids, labels = training_labels(ids, labels, classes, available=ids[~np.isin(ids, gold_ids)])
-    pool_ids, images = load_pool(context=context, source_ids=ids)
+    pool_ids, images = load_pool(context=context, source_ids=ids, progress_share=None)
     label_of = dict(zip(ids.tolist(), labels, strict=True))
     targets = np.array([classes.index(label_of[int(i)]) for i in pool_ids])
     context.progress(0.2, f"fine-tuning {base.name} on {len(pool_ids)} consensus labels", force=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
@@ -17,7 +18,7 @@ from django.utils import timezone
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling.models import Classification, Subject
 from rgzlabel.labelling.services import default_workflow
-from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion
+from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 
 #: Points drawn on the embedding map at most; a random (seeded) subset beyond that.
 MAP_POINTS = 20_000
@@ -58,6 +59,26 @@ def similar_sources(source: Source, k: int = 12) -> list[tuple[Source, float]]:
     return [(neighbours[int(ids[r])], float(s)) for r, s in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
 
 
+def pretraining_status() -> dict[str, Any] | None:
+    """The queued or running pretraining, with what a page can tell people: step, ETA, a sentence.
+
+    ``eta_s`` is the job's measured estimate (training steps left at its step rate), plus nothing
+    for the embedding that follows; ``None`` before its first step. ``None`` when no pretraining is
+    queued or running.
+    """
+    job = Job.objects.filter(kind=Job.Kind.PRETRAIN, state__in=Job.ACTIVE_STATES).order_by("created_at").first()
+    if job is None:
+        return None
+    metrics = job.metrics or {}
+    step, total, eta_s = metrics.get("step"), metrics.get("total_steps"), metrics.get("eta_s")
+    if job.state == Job.State.RUNNING and step and total and eta_s is not None:
+        minutes = max(1, round(float(eta_s) / 60))
+        when = f"in about {minutes} min (pretraining job #{job.pk} at step {step}/{total}, then its embedding)"
+    else:
+        when = f"after pretraining job #{job.pk} ({job.state}) and its embedding"
+    return {"job": job.pk, "state": job.state, "step": step, "total_steps": total, "eta_s": eta_s, "when": when}
+
+
 class SearchError(ValueError):
     """A similarity search that cannot run; the message says why, for the person searching."""
 
@@ -75,9 +96,15 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
         raise SearchError("there is no embedding yet to search")
     embedding_set, ids, matrix = active
     if embedding_set.encoder is None:
+        pretraining = pretraining_status()
+        later = (
+            f"it will be available {pretraining['when']}"
+            if pretraining
+            else "none is being trained: an admin can start a pretrain job at /jobs/"
+        )
         raise SearchError(
             "the active embedding is pixel PCA (the cold start); searching from an uploaded image "
-            "needs a pretrained encoder's embedding"
+            f"needs a pretrained encoder's embedding, and {later}"
         )
     image = read_fits(path)  # FitsReadError / PreprocessError are ValueErrors with the reason
     cutout = preprocess(image.data, image.pixel_scale_arcsec)
@@ -231,7 +258,21 @@ def accuracy_plot(simulated_random: dict[str, list[float]] | None = None) -> byt
     return png
 
 
-def loss_plot(encoder: EncoderVersion | None) -> bytes:
+#: A training progress line in a job's log: "... step 120/400, loss 2.7749, ...".
+_LOG_LOSS = re.compile(r"step (\d+)/(\d+), loss ([-+0-9.eE]+|nan)")
+
+
+def logged_losses(log: str) -> tuple[list[int], list[float]]:
+    """(step, loss) points from a training job's progress lines (each loss averages the steps since the last)."""
+    steps, losses = [], []
+    for match in _LOG_LOSS.finditer(log or ""):
+        steps.append(int(match[1]))
+        losses.append(float(match[3]))
+    return steps, losses
+
+
+def loss_plot(encoder: EncoderVersion | None, running: Job | None = None) -> bytes:
+    """The encoder's BYOL loss per step; while a pretraining runs, its curve so far (from the job's log)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -239,11 +280,28 @@ def loss_plot(encoder: EncoderVersion | None) -> bytes:
 
     figure, axis = plt.subplots(figsize=(6.4, 3.0))
     losses = (encoder.curves or {}).get("step_loss", []) if encoder else []
-    if losses:
+    steps_so_far, losses_so_far = logged_losses(running.log) if running is not None else ([], [])
+    if losses_so_far:
+        total = (running.metrics or {}).get("total_steps")
+        axis.plot(steps_so_far, losses_so_far, lw=1, marker="." if len(losses_so_far) < 50 else None)
+        axis.set_xlabel("step")
+        axis.set_ylabel("BYOL loss")
+        if total:
+            axis.set_xlim(0, total)
+        axis.set_title(f"Pretraining job #{running.pk} so far (step {steps_so_far[-1]}/{total or '?'})")
+    elif losses:
         axis.plot(np.arange(1, len(losses) + 1), losses, lw=1)
         axis.set_xlabel("step")
         axis.set_ylabel("BYOL loss")
         axis.set_title(f"Pretraining of {encoder.name}")
+    elif running is not None:
+        axis.text(
+            0.5,
+            0.5,
+            f"pretraining job #{running.pk} {running.state}: no step yet",
+            ha="center",
+            transform=axis.transAxes,
+        )
     else:
         axis.text(0.5, 0.5, "no pretrained encoder yet", ha="center", transform=axis.transAxes)
     axis.grid(alpha=0.3)
@@ -258,9 +316,16 @@ def embedding_map(colour_by: str = "consensus") -> dict[str, Any]:
     The projection is computed once per embedding set and kept beside its matrix.
     """
     active = active_embeddings()
+    pretraining = pretraining_status()
     if active is None:
-        return {"points": [], "method": None}
+        note = f"The first embedding comes {pretraining['when']}." if pretraining else ""
+        return {"points": [], "method": None, "note": note}
     embedding_set, ids, matrix = active
+    note = ""
+    if embedding_set.encoder is None:
+        note = "This is the cold-start embedding (pixel PCA); the encoder's map comes " + (
+            pretraining["when"] + "." if pretraining else "once an encoder is pretrained (a pretrain job at /jobs/)."
+        )
     cache = Path(embedding_set.path) / "map_pca2.npy"
     if cache.exists():
         coords = np.load(cache)
@@ -278,6 +343,8 @@ def embedding_map(colour_by: str = "consensus") -> dict[str, Any]:
     return {
         "method": "PCA",
         "colour_by": colour_by,
+        "embedding": embedding_set.encoder.name if embedding_set.encoder else "pixel PCA (cold start)",
+        "note": note,
         "points": [
             {
                 "id": sid,

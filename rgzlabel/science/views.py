@@ -60,7 +60,8 @@ def plot(request: HttpRequest, name: str) -> HttpResponse:
     if name == "accuracy":
         png = services.accuracy_plot(services.simulated_random_curve())
     elif name == "loss":
-        png = services.loss_plot(EncoderVersion.objects.first())
+        running = Job.objects.filter(kind=Job.Kind.PRETRAIN, state=Job.State.RUNNING).order_by("-started_at").first()
+        png = services.loss_plot(EncoderVersion.objects.first(), running)
     else:
         return HttpResponse(status=404)
     response = HttpResponse(png, content_type="image/png")
@@ -71,7 +72,7 @@ def plot(request: HttpRequest, name: str) -> HttpResponse:
 @scientist_required
 @require_GET
 def embedding_map(request: HttpRequest) -> HttpResponse:
-    return render(request, "science/map.html")
+    return render(request, "science/map.html", {"pretraining": services.pretraining_status()})
 
 
 @scientist_required
@@ -96,7 +97,7 @@ def search(request: HttpRequest) -> HttpResponse:
     import tempfile
     from pathlib import Path
 
-    context: dict = {}
+    context: dict = {"pretraining": services.pretraining_status()}
     upload = request.FILES.get("fits")
     if request.method == "POST":
         if upload is None:

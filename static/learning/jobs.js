@@ -17,7 +17,7 @@
         bar.setAttribute("aria-valuetext", `${pct}%`);
       }
       const m = job.metrics || {};
-      if (m.loss !== undefined) set("metrics", `epoch ${m.epoch} · step ${m.step}/${m.total_steps} · loss ${Number(m.loss).toFixed(4)} · ${Number(m.images_per_s).toFixed(1)} img/s · ETA ${fmt(m.eta_s)}`);
+      if (m.loss !== undefined) set("metrics", `epoch ${m.epoch} · step ${m.step}/${m.total_steps} · loss ${Number(m.loss).toFixed(4)} · ${Number(m.images_per_s).toFixed(1)} img/s · ETA ${fmt(m.eta_s)}${m.resumed_from ? ` · resumed from step ${m.resumed_from}` : ""}`);
       if (job.error) set("error", job.error);
       if (job.state === "queued" || job.state === "running") setTimeout(tick, 2000);
       else if (el.dataset.reloadWhenDone) window.location.reload();

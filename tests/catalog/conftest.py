@@ -11,32 +11,7 @@ import pytest
 from astropy.io import fits
 from django.core.management import CommandError, call_command
 
-
-def radio_image(seed: int = 0, size: int = 300, scale_arcsec: float = 1.8) -> np.ndarray:
-    """A raw flux image (Jy/beam): two Gaussian lobes on thermal noise, as FIRST shows them."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:size, :size]
-    image = rng.normal(0.0, 1.5e-4, (size, size))
-    centre = (size - 1) / 2
-    for dx, dy, peak in ((-10, 4, 0.02), (12, -5, 0.012)):
-        # Lobe offsets and widths in arcsec, so that another pixel scale shows the same sky.
-        cx, cy = centre + dx * 1.8 / scale_arcsec, centre + dy * 1.8 / scale_arcsec
-        width = 3.0 * 1.8 / scale_arcsec
-        image += peak * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width**2))
-    return image.astype(np.float32)
-
-
-def sky_header(ra_deg: float, dec_deg: float, shape: tuple[int, int], scale_arcsec: float = 1.8) -> fits.Header:
-    """A SkyView-like header: RA---TAN/DEC--TAN centred on (ra, dec), Jy/beam."""
-    header = fits.Header()
-    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
-    header["CRVAL1"], header["CRVAL2"] = ra_deg, dec_deg
-    # FITS pixels are 1-based: the centre of an n-pixel axis is (n + 1) / 2.
-    header["CRPIX1"], header["CRPIX2"] = (shape[1] + 1) / 2, (shape[0] + 1) / 2
-    header["CDELT1"], header["CDELT2"] = -scale_arcsec / 3600, scale_arcsec / 3600
-    header["RADESYS"], header["EQUINOX"] = "FK5", 2000.0
-    header["BUNIT"] = "JY/BEAM"
-    return header
+from tests.synthetic import radio_image, sky_header
 
 
 @pytest.fixture

@@ -59,3 +59,28 @@ def test_mirabest_griese_and_the_fits_files_merge_by_position(shared_data) -> No
     assert status == 0
     assert "0 ingested, 0 merged by position, 0 updated, 100 skipped (unchanged)" in out
     assert Source.objects.count() == 2606
+
+
+def test_generated_mirabest_batches_and_fits_files_merge_by_position(generated_data) -> None:
+    """The same merge on files generated in the published formats (no shared data needed)."""
+    from tests.synthetic import mirabest_entries
+
+    entries = mirabest_entries()
+    fits_folder = generated_data / "mirabest" / "fits"
+    n_fits = len(list(fits_folder.glob("*.fits")))
+    status, out, err = ingest(str(generated_data / "mirabest" / "MiraBest_F_batches.tar.gz"), str(fits_folder))
+
+    assert status == 0, err
+    assert f"{len(entries)} ingested, {n_fits} merged by position, 0 updated" in out
+    assert dict(Counter(Provenance.objects.values_list("dataset", flat=True))) == {
+        "mirabest": len(entries),
+        "fits": n_fits,
+    }
+    for entry in entries[:n_fits]:
+        merged = Source.objects.get(provenances__external_id=f"{entry.name}.fits")
+        assert set(merged.provenances.values_list("dataset", flat=True)) == {"fits", "mirabest"}
+        assert merged.provenances.get(dataset="mirabest").external_id == entry.name
+
+    status, out, _ = ingest(str(fits_folder))
+    assert status == 0
+    assert f"0 ingested, 0 merged by position, 0 updated, {n_fits} skipped (unchanged)" in out

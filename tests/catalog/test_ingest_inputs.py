@@ -8,12 +8,16 @@ from rgzlabel.catalog.inputs import InputError, InputKind, plan_ingest, recognis
 from rgzlabel.catalog.services import position_name
 
 
-def test_it_recognises_the_real_datasets_by_name(shared_data) -> None:
+@pytest.mark.parametrize("data", ["generated_data", "shared_data"])
+def test_it_recognises_the_datasets_by_name(data, request) -> None:
+    shared_data = request.getfixturevalue(data)
+    n_fits = len(list((shared_data / "mirabest" / "fits").glob("*.fits")))
     assert recognise_input(shared_data / "mirabest" / "MiraBest_F_batches.tar.gz").kind is InputKind.MIRABEST
     assert recognise_input(shared_data / "frdeep" / "FIRST_PNG_dataset.tar.gz").kind is InputKind.FRDEEP
     assert recognise_input(shared_data / "firstgalaxydata" / "galaxy_data_h5.zip").kind is InputKind.GRIESE
     fits_folder = recognise_input(shared_data / "mirabest" / "fits")
-    assert (fits_folder.kind, fits_folder.expected) == (InputKind.FITS, 100)
+    assert (fits_folder.kind, fits_folder.expected) == (InputKind.FITS, n_fits)
+    assert n_fits == (100 if data == "shared_data" else 5)
 
 
 def test_no_path_means_the_griese_set_of_the_installed_package() -> None:
@@ -21,8 +25,8 @@ def test_no_path_means_the_griese_set_of_the_installed_package() -> None:
     assert [(ingest_input.kind, ingest_input.path) for ingest_input in plan.inputs] == [(InputKind.GRIESE, None)]
 
 
-def test_it_recognises_files_with_uninformative_names_by_content(shared_data, tmp_path, write_fits) -> None:
-    # Links, not copies: the shared data is read in place.
+def test_it_recognises_files_with_uninformative_names_by_content(generated_data, tmp_path, write_fits) -> None:
+    shared_data = generated_data
     (tmp_path / "batches.bin").symlink_to(shared_data / "mirabest" / "MiraBest_F_batches.tar.gz")
     (tmp_path / "first.bin").symlink_to(shared_data / "frdeep" / "FIRST_PNG_dataset.tar.gz")
     (tmp_path / "galaxies.bin").symlink_to(shared_data / "firstgalaxydata" / "galaxy_data_h5.zip")

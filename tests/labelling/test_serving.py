@@ -74,3 +74,31 @@ def test_the_gold_rate_tapers_as_a_volunteer_proves_reliable(volunteer, workflow
         profile.gold_correct = correct
         rates.append(gold_rate(profile, workflow))
     assert rates == [0.4, 0.2, 0.1, 0.05]
+
+
+def test_before_any_ranking_subjects_come_in_a_random_order_not_by_id(django_user_model, make_source, workflow) -> None:
+    sources = [make_source() for _ in range(40)]
+    first_served = [
+        next_subject(django_user_model.objects.create_user(f"early{i}"), workflow).subject.source_id for i in range(8)
+    ]
+    # By id, each new volunteer would get the lowest id; at random, 8 draws of 40 are not all that one.
+    assert len(set(first_served)) > 1
+    volunteer = django_user_model.objects.create_user("sequence")
+    served = []
+    for _ in range(10):
+        subject = next_subject(volunteer, workflow).subject
+        record_classification(volunteer, subject.source_id, "FRI", workflow)
+        served.append(subject.source_id)
+    assert served != sorted(served) and len(set(served)) == 10
+
+    # Once a ranking exists, its order is served (and the unranked rest after it).
+    ranked = sources[-3:]
+    for priority, source in zip((0.9, 0.6, 0.3), ranked, strict=True):
+        Subject.objects.filter(source=source).update(priority=priority)
+    Assignment.objects.all().delete()  # the early volunteers' holds lapse
+    late = django_user_model.objects.create_user("late")
+    served = []
+    for _ in range(3):
+        served.append(next_subject(late, workflow).subject.source)
+        record_classification(late, served[-1].pk, "FRI", workflow)
+    assert served == ranked

@@ -71,3 +71,30 @@ def test_an_admin_cancel_during_shutdown_still_cancels(make_source) -> None:
     finally:
         WORKER_SHUTDOWN.clear()
     assert Job.objects.get(pk=job.pk).state == Job.State.CANCELLED
+
+
+def test_training_progress_percentage_and_eta_agree_with_the_steps() -> None:
+    from ml.train import TrainingProgress
+    from rgzlabel.learning.jobs import JobContext
+    from rgzlabel.learning.training import training_reporter
+
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, state=Job.State.RUNNING)
+    report = training_reporter(JobContext(job.pk, min_interval_s=0))
+    # 100 of 400 steps, resumed at 60: 40 steps in this run at 2 s each, 300 left -> 600 s.
+    report(TrainingProgress(1, 100, 400, 2.5, 4.0, 600.0, 0.25, resumed_from=60))
+    job.refresh_from_db()
+    assert job.progress == 0.25  # "25 %", the same as "step 100/400"
+    assert "step 100/400" in job.message and "10.0 min left" in job.message and "resumed from step 60" in job.message
+    assert job.metrics["eta_s"] == 600.0 and job.metrics["resumed_from"] == 60
+
+
+def test_a_log_goes_on_when_a_requeued_job_runs_again() -> None:
+    from rgzlabel.learning.jobs import JobContext
+
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, state=Job.State.RUNNING, log="10:00:00 step 5/9, loss 1.0")
+    context = JobContext(job.pk, min_interval_s=0)
+    context.resume_log(job.log)
+    context.progress(None, "step 6/9, loss 0.9")
+    job.refresh_from_db()
+    assert job.log.splitlines()[0] == "10:00:00 step 5/9, loss 1.0" and job.log.endswith("step 6/9, loss 0.9")
+    assert job.progress == 0.0  # None keeps the fraction

@@ -95,10 +95,10 @@ def test_a_worker_killed_mid_job_never_leaves_it_running(celery_worker, make_sou
     assert EncoderVersion.objects.filter(job=again).exists()
 
 
-def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> None:
+def test_the_loop_end_to_end(celery_worker, django_user_model) -> None:
     """Ingest real images, pretrain, embed, label, retrain, refresh: a new active classifier and a new queue."""
 
-    from ml.datasets import mirabest_confident, read_mirabest
+    from ml.datasets import read_griese
     from rgzlabel.catalog.services import ingest_records
     from rgzlabel.labelling.models import Subject
     from rgzlabel.labelling.services import default_workflow, record_classification, sync_subjects
@@ -106,7 +106,8 @@ def test_the_loop_end_to_end(celery_worker, shared_data, django_user_model) -> N
     workflow = default_workflow()
     workflow.retire_after, workflow.gold_rate_start, workflow.gold_rate_min = 3, 0.0, 0.0
     workflow.save()
-    records = mirabest_confident(read_mirabest(shared_data / "mirabest" / "MiraBest_F_batches.tar.gz"))
+    # The real FIRST images the firstgalaxydata package ships (no shared data folder needed).
+    records = [record for record in read_griese() if record.label in ("FRI", "FRII")]
     fri = [r for r in records if r.label == "FRI"][:20]
     frii = [r for r in records if r.label == "FRII"][:20]
     report = ingest_records(fri + frii)
@@ -170,3 +171,61 @@ def test_simultaneous_retrain_triggers_make_one_job() -> None:
 
     assert Job.objects.filter(kind=Job.Kind.RETRAIN).count() == 1
     assert ids == set(Job.objects.filter(kind=Job.Kind.RETRAIN).values_list("pk", flat=True))
+
+
+def test_a_pretraining_stopped_by_a_worker_shutdown_resumes_from_its_saved_step(
+    celery_worker, make_source, tmp_path
+) -> None:
+    """SIGTERM (what Ctrl-C on bin/start sends) a worker mid-pretraining; the next worker continues it."""
+    from django.db import connection
+
+    from ml.checkpoint import load_checkpoint
+    from ml.train import load_resume_state
+    from rgzlabel.learning.training import resume_path
+
+    for _ in range(8):
+        make_source()
+    total = 16
+    params = {"preset": "tiny", "overrides": {"max_steps": total, "epochs": total}}
+    # The first worker: solo pool (as bin/start runs it), a queue of its own, a save after every step.
+    queue = f"resume-test-{os.getpid()}"
+    env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict), RGZ_RESUME_EVERY_S="0")
+    log = open(tmp_path / "first-worker.log", "wb")  # noqa: SIM115 - closed below
+    first = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-c", "1", "-P", "solo",
+         "--without-gossip", "--without-mingle", "-n", f"first-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, params=params, queue=queue)
+    state_file = resume_path(job)
+    try:
+        celery_client().send_task("rgzlabel.run_job", args=[job.pk], queue=queue)
+        wait_until(
+            lambda: state_file.exists() and is_training(job.pk), timeout_s=300, what="a saved state while training"
+        )
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+
+    # Stopped and queued again (to the gpu queue, where the suite's worker listens), its state saved.
+    saved = load_resume_state(state_file)
+    assert saved is not None, (tmp_path / "first-worker.log").read_text()
+    stopped_at = int(saved["step"])
+    assert 1 <= stopped_at < total
+    assert len(saved["step_loss"]) == stopped_at
+
+    job = wait_for_job(job.pk, celery_worker, timeout_s=900)  # generous: a shared machine may be very busy
+
+    assert job.state == Job.State.SUCCEEDED, job.error + job.traceback
+    assert job.result["resumed_from"] == stopped_at and job.result["steps"] == total
+    assert f"resumed from step {stopped_at}" in job.log
+    # The log goes on from where the first run stopped: its steps before, the second run's after.
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in job.log.splitlines() if f"/{total}, loss" in line]
+    assert steps == sorted(steps) and steps[-1] == total
+    assert not state_file.exists()  # removed once the encoder is recorded
+    encoder = EncoderVersion.objects.get(job=job)
+    checkpoint = load_checkpoint(encoder.checkpoint_path)  # the usual encoder checkpoint
+    assert len(checkpoint.curves.step_loss) == total and len(encoder.curves["step_loss"]) == total

@@ -125,6 +125,46 @@ def test_frdeep_has_600_sources_without_positions(shared_data: Path) -> None:
     assert_preprocessed(frdeep)
 
 
+# --- the same readers on archives generated in the published formats --------------------
+
+
+def test_generated_mirabest_batches_read_with_names_codes_and_splits(tmp_path: Path) -> None:
+    from tests.synthetic import mirabest_entries, write_mirabest_archive
+
+    entries = mirabest_entries(per_code=3)
+    records = list(read_mirabest(write_mirabest_archive(tmp_path / "MiraBest_F_batches.tar.gz", entries)))
+
+    assert sorted(record.name for record in records) == sorted(entry.name for entry in entries)
+    assert [record.split for record in records] == sorted((r.split for r in records), key=lambda s: s == "test")
+    assert_preprocessed(records)
+    by_name = {record.name: record for record in records}
+    for entry in entries:
+        record = by_name[entry.name]
+        assert (record.ra_deg, record.dec_deg, record.label_code, record.split) == (
+            entry.ra_deg,
+            entry.dec_deg,
+            entry.code,
+            entry.split,
+        )
+        assert record.label == {"1": "FRI", "2": "FRII", "3": "hybrid"}[entry.code[0]]
+        np.testing.assert_array_equal(record.image, entry.image)
+    confident = mirabest_confident(records)
+    assert {record.label_code for record in confident} == {"100", "102", "104", "200", "201"}
+
+
+def test_generated_frdeep_batches_read_with_class_prefixed_names(tmp_path: Path) -> None:
+    from tests.synthetic import write_frdeep_archive
+
+    frdeep = list(read_frdeep(write_frdeep_archive(tmp_path / "FIRST_PNG_dataset.tar.gz", n_per_class=4)))
+
+    assert len(frdeep) == 8
+    assert Counter(record.label for record in frdeep) == {"FRI": 4, "FRII": 4}
+    assert Counter(record.split for record in frdeep) == {"train": 6, "test": 2}
+    assert "FRI/0_example" in {record.name for record in frdeep} and "FRII/0_example" in {r.name for r in frdeep}
+    assert all(record.ra_deg is None for record in frdeep)
+    assert_preprocessed(frdeep)
+
+
 # --- archives that are not what they claim ----------------------------------------------
 
 

@@ -85,3 +85,56 @@ def test_the_learning_rate_warms_up_linearly_then_decays_on_a_cosine():
     assert factors[:3] == [0.5, 1.0, 1.0]
     assert all(a >= b for a, b in zip(factors[2:], factors[3:], strict=False))
     assert factors[-1] < 0.05
+
+
+def test_a_stopped_run_resumes_from_its_saved_state_to_the_same_weights(images, tmp_path):
+    """Stop at step 3 of 6 (state saved on stop), start again: same weights, curves and format as one run."""
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+    from ml.train import ResumeSpec, load_resume_state
+
+    config = get_config("tiny", epochs=3)  # 2 steps per epoch, 6 steps
+    whole = pretrain(images, config, device="cpu", seed=3)
+
+    resume = ResumeSpec(tmp_path / "resume" / "run.pt", every_s=3600)
+    calls = []
+
+    def stop_after_three() -> bool:  # polled before each step: the fourth poll stops it
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(TrainingCancelled) as cancelled:
+        pretrain(images, config, device="cpu", seed=3, resume=resume, should_stop=stop_after_three)
+    assert cancelled.value.step == 3
+    saved = load_resume_state(resume.path)
+    assert saved is not None and saved["step"] == 3 and len(saved["step_loss"]) == 3
+    assert any(key.startswith("target_encoder.") for key in saved["model"])
+
+    reports: list[TrainingProgress] = []
+    resumed = pretrain(images, config, device="cpu", seed=3, resume=resume, progress=reports.append)
+
+    assert resumed.resumed_from == 3 and resumed.steps == whole.steps == 6
+    assert [r.step for r in reports] == [4, 5, 6]  # the progress goes on, not back to step 1
+    assert all(r.resumed_from == 3 and r.fraction == r.step / 6 for r in reports)
+    assert resumed.curves.step_loss == pytest.approx(whole.curves.step_loss, rel=1e-5)
+    assert resumed.curves.epoch_loss == pytest.approx(whole.curves.epoch_loss, rel=1e-5)
+    for (name, ours), theirs in zip(
+        resumed.encoder.state_dict().items(), whole.encoder.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6, msg=name)
+    # The final checkpoint is the usual encoder checkpoint, whichever way the run got there.
+    a = load_checkpoint(save_checkpoint(tmp_path / "whole.pt", whole))
+    b = load_checkpoint(save_checkpoint(tmp_path / "resumed.pt", resumed))
+    assert a.pretrain_config == b.pretrain_config and a.data == b.data
+    assert (
+        torch.load(tmp_path / "whole.pt", weights_only=True).keys()
+        == torch.load(tmp_path / "resumed.pt", weights_only=True).keys()
+    )
+
+
+def test_a_saved_state_of_another_run_is_not_resumed(images, tmp_path):
+    from ml.train import ResumeSpec
+
+    resume = ResumeSpec(tmp_path / "run.pt", every_s=0)  # saved after every step
+    pretrain(images, get_config("tiny", max_steps=3), device="cpu", seed=1, resume=resume)
+    other = pretrain(images, get_config("tiny", max_steps=3), device="cpu", seed=2, resume=resume)
+    assert other.resumed_from == 0 and len(other.curves.step_loss) == 3

@@ -74,3 +74,19 @@ def test_the_pool_has_no_positional_duplicates_and_no_blank_images(
     groups = group_by_position([source.ra_deg for source in placed], [source.dec_deg for source in placed])
     assert len(np.unique(groups)) == len(placed)
     assert images.reshape(len(images), -1).any(axis=1).all()
+
+
+def test_a_generated_pool_holds_no_confident_test_source(generated_data: Path) -> None:
+    """The same guarantees on generated MiraBest / FR-DEEP batches and the package's Griese zip."""
+    images, provenance, report = build_pretraining_pool(
+        generated_data / "mirabest/MiraBest_F_batches.tar.gz",
+        generated_data / "firstgalaxydata/galaxy_data_h5.zip",
+        generated_data / "frdeep/FIRST_PNG_dataset.tar.gz",
+    )
+    records = list(read_mirabest(generated_data / "mirabest/MiraBest_F_batches.tar.gz"))
+    test_names = {record.name for record in mirabest_confident(records) if record.split == "test"}
+
+    assert report["test_sources"] == report["mirabest_test_removed_by_name"] == len(test_names) > 0
+    assert not any(source.dataset == "mirabest" and source.name in test_names for source in provenance)
+    assert report["pool_size"] == len(images) == len(provenance)
+    assert Counter(source.dataset for source in provenance).keys() == {"mirabest", "griese", "frdeep"}

@@ -13,8 +13,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def fits_file(shared_data):
-    return sorted((shared_data / "mirabest" / "fits").glob("*.fits"))[0]
+def fits_file(generated_data):
+    return sorted((generated_data / "mirabest" / "fits").glob("*.fits"))[0]
 
 
 @pytest.fixture(params=["centre", "dihedral"])
@@ -85,3 +85,48 @@ def test_a_pixel_pca_embedding_cannot_be_searched_by_image(client, admin_user, m
 def test_volunteers_cannot_search(client, volunteer) -> None:
     client.force_login(volunteer)
     assert client.get(reverse("science:search")).status_code == 403
+
+
+def test_while_pretraining_runs_search_and_map_say_when_the_encoder_comes(
+    client, admin_user, make_source, fits_file
+) -> None:
+    from ml.embed import write_embeddings
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
+    from rgzlabel.learning.models import Job
+
+    sources = [make_source() for _ in range(3)]
+    folder = embeddings_folder()
+    write_embeddings(folder, [s.pk for s in sources], np.eye(3, dtype=np.float32))
+    activate_embedding_set(EmbeddingSet.objects.create(method="pca", path=str(folder), n_sources=3, dim=3))
+    job = Job.objects.create(
+        kind=Job.Kind.PRETRAIN,
+        state=Job.State.RUNNING,
+        metrics={"step": 100, "total_steps": 400, "eta_s": 1500.0},
+        log="12:00:00 epoch 1, step 50/400, loss 3.1000, 2.0 img/s\n"
+        "12:01:00 epoch 2, step 100/400, loss 2.5000, 2.0 img/s",
+    )
+    client.force_login(admin_user)
+
+    when = f"in about 25 min (pretraining job #{job.pk} at step 100/400, then its embedding)"
+    assert when in client.get(reverse("science:search")).content.decode()
+    upload = SimpleUploadedFile(fits_file.name, fits_file.read_bytes())
+    page = client.post(reverse("science:search"), {"fits": upload}).content.decode()
+    assert "needs a pretrained encoder" in page and when in page
+    data = client.get(reverse("science:map-data")).json()
+    assert len(data["points"]) == 3 and "cold-start embedding (pixel PCA)" in data["note"] and when in data["note"]
+    assert when in client.get(reverse("science:map")).content.decode()
+
+
+def test_the_loss_plot_draws_a_running_pretrainings_curve_so_far(client, admin_user) -> None:
+    from rgzlabel.learning.models import Job
+    from rgzlabel.science.services import logged_losses, loss_plot
+
+    log = "\n".join(f"12:00:{i:02d} epoch 1, step {10 * i}/400, loss {3 - i / 10:.4f}, 2.0 img/s" for i in range(1, 8))
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, state=Job.State.RUNNING, metrics={"total_steps": 400}, log=log)
+    assert logged_losses(job.log) == ([10, 20, 30, 40, 50, 60, 70], [2.9, 2.8, 2.7, 2.6, 2.5, 2.4, 2.3])
+
+    client.force_login(admin_user)
+    response = client.get(reverse("science:plot", args=["loss"]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    # Not the empty frame: the plot with the curve so far differs from the one without a job.
+    assert response.content == loss_plot(None, job) != loss_plot(None, None)
