@@ -1,6 +1,10 @@
 from django.contrib import admin
 
+from rgzlabel.labelling.forms import ThrottledAdminAuthenticationForm
 from rgzlabel.labelling.models import Classification, GoldLabel, Subject, VolunteerProfile, Workflow
+
+# The admin's log-in page takes the same failed-attempt limits as the site's.
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(Workflow)

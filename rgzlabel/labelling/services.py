@@ -1,7 +1,8 @@
 """The volunteer flow: which subject comes next, recording and undoing votes, consensus.
 
-Every write here is one transaction that locks the subject's row, so vote counts,
-retirement and consensus stay exact under any number of concurrent volunteers.
+Every vote is one transaction that locks the volunteer's profile row, then the subject's,
+so vote counts, retirement, consensus and each volunteer's rate limit stay exact under any
+number of concurrent requests.
 """
 
 from __future__ import annotations
@@ -226,6 +227,17 @@ def release(volunteer: AbstractBaseUser, source_id: int, workflow: Workflow) -> 
 
 
 # --- voting ---------------------------------------------------------------------------------------
+def _lock_volunteer(volunteer: AbstractBaseUser) -> VolunteerProfile:
+    """Lock the volunteer's profile row for the rest of the transaction.
+
+    Every write of one volunteer's votes takes this lock first (before any subject's), so
+    their requests run one at a time: the rate limit's count and the insert that follows it
+    cannot interleave with another of their requests, and the lock order never inverts.
+    """
+    profile, _ = VolunteerProfile.objects.select_for_update().get_or_create(user=volunteer)
+    return profile
+
+
 def _within_rate(volunteer: AbstractBaseUser) -> bool:
     limit = settings.RGZ_VOTES_PER_MINUTE
     recent = Classification.objects.filter(volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1))
@@ -235,8 +247,10 @@ def _within_rate(volunteer: AbstractBaseUser) -> bool:
 def record_classification(volunteer: AbstractBaseUser, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
     """Record one vote; count it, update consensus and retire the subject, all atomically.
 
-    A repeated submission for the same source returns the vote already stored (answered as
-    success), so two clicks or a retried request never count twice.
+    Only a subject served to the volunteer (held by a current :class:`Assignment`) takes
+    their vote, so nobody can pick which sources to vote on. A repeated submission for the
+    same source returns the vote already stored (answered as success), so two clicks or a
+    retried request never count twice.
     """
     if label not in workflow.class_keys:
         raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
@@ -244,20 +258,24 @@ def record_classification(volunteer: AbstractBaseUser, source_id: int, label: st
         raise VoteRejected(f"the {workflow.name} workflow is for experts")
     try:
         with transaction.atomic():
+            _lock_volunteer(volunteer)
             # Lock the subject: concurrent votes on it serialise here, so its count,
             # consensus and retirement are exact.
             subject = Subject.objects.select_for_update().filter(workflow=workflow, source_id=source_id).first()
             if subject is None:
                 raise VoteRejected(f"source {source_id} is not in the {workflow.name} workflow")
-            within_rate = _within_rate(volunteer)
-            if subject.retired_at is not None or not within_rate:
-                # Rare paths, kept off the common one: a repeat of a stored vote is
-                # answered as success before any refusal.
-                existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
-                if existing is not None:
-                    return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
-                if not within_rate:
-                    raise RateLimited(f"slow down: at most {settings.RGZ_VOTES_PER_MINUTE} votes a minute")
+            existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
+            if existing is not None:
+                return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
+            if not _within_rate(volunteer):
+                raise RateLimited(f"slow down: at most {settings.RGZ_VOTES_PER_MINUTE} votes a minute")
+            held = Assignment.objects.filter(volunteer=volunteer, subject=subject, expires_at__gt=timezone.now())
+            if not held.exists():
+                raise VoteRejected(
+                    f"source {source_id} is not being shown to you (or was shown more than "
+                    f"{ASSIGNMENT_TTL.seconds // 60} minutes ago); vote on the source the page serves you"
+                )
+            if subject.retired_at is not None:
                 if subject.retire_reason != "gold":
                     raise VoteRejected(f"{subject.source.name} is already retired: it has all the votes it needs")
                 gold = GoldLabel.objects.get(workflow=workflow, source_id=source_id)
@@ -368,6 +386,7 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
     """
     cutoff = timezone.now() - timedelta(seconds=workflow.undo_window_s)
     with transaction.atomic():
+        _lock_volunteer(volunteer)
         last = (
             Classification.objects.select_for_update()
             .filter(volunteer=volunteer, workflow=workflow, created_at__gte=cutoff)
@@ -438,20 +457,25 @@ class ConsensusReport:
 
 
 def recompute_consensus(workflow: Workflow) -> ConsensusReport:
-    """Fit Dawid-Skene over every vote of a workflow; store labels and volunteers' matrices."""
+    """Fit Dawid-Skene over every vote of a workflow; store labels and volunteers' matrices.
+
+    Answers to gold subjects take part with their expert label held fixed: they measure each
+    volunteer against the truth, so a volunteer proven on gold weighs more than a new one.
+    """
     import numpy as np
 
     from ml.consensus import Votes, dawid_skene
 
     keys = workflow.class_keys
     rows = list(
-        Classification.objects.filter(workflow=workflow, is_gold=False).values_list(
-            "source_id", "volunteer_id", "label"
+        Classification.objects.filter(workflow=workflow, label__in=keys).values_list(
+            "source_id", "volunteer_id", "label", "is_gold"
         )
     )
     report = ConsensusReport()
-    if not rows:
+    if not any(not is_gold for *_, is_gold in rows):
         return report
+    gold = dict(GoldLabel.objects.filter(workflow=workflow, label__in=keys).values_list("source_id", "label"))
     source_ids = sorted({r[0] for r in rows})
     volunteer_ids = sorted({r[1] for r in rows})
     s_index = {s: i for i, s in enumerate(source_ids)}
@@ -464,20 +488,23 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
         n_volunteers=len(volunteer_ids),
         n_classes=len(keys),
     )
-    post, confusions, _ = dawid_skene(votes)
+    known = np.array([keys.index(gold[s]) if s in gold else -1 for s in source_ids])
+    post, confusions, _ = dawid_skene(votes, known=known)
+    voted = sorted({r[0] for r in rows if not r[3]} - set(gold))
     with transaction.atomic():
-        subjects = Subject.objects.select_for_update().filter(workflow=workflow, source_id__in=source_ids)
+        # Profiles before subjects: the order a vote takes its locks in, so the two never deadlock.
+        for volunteer_id, i in v_index.items():
+            profile, _ = VolunteerProfile.objects.select_for_update().get_or_create(user_id=volunteer_id)
+            profile.confusion = {**profile.confusion, workflow.slug: confusions[i].round(4).tolist()}
+            profile.save(update_fields=["confusion"])
+        subjects = Subject.objects.select_for_update().filter(workflow=workflow, source_id__in=voted)
         for subject in subjects:
             row = post[s_index[subject.source_id]]
             label, confidence = keys[int(np.argmax(row))], float(row.max())
             if label != subject.weighted_label:
                 report.changed += 1
             Subject.objects.filter(pk=subject.pk).update(weighted_label=label, weighted_confidence=confidence)
-        for volunteer_id, i in v_index.items():
-            profile, _ = VolunteerProfile.objects.get_or_create(user_id=volunteer_id)
-            profile.confusion = {**profile.confusion, workflow.slug: confusions[i].round(4).tolist()}
-            profile.save(update_fields=["confusion"])
-    report.subjects, report.volunteers = len(source_ids), len(volunteer_ids)
+    report.subjects, report.volunteers = len(voted), len(volunteer_ids)
     return report
 
 

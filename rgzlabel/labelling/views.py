@@ -8,15 +8,17 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from rgzlabel.labelling import services
-from rgzlabel.labelling.forms import SignupForm
+from rgzlabel.labelling import services, throttle
+from rgzlabel.labelling.forms import SignupForm, ThrottledAuthenticationForm
 from rgzlabel.labelling.models import VolunteerProfile
 
 
@@ -52,6 +54,21 @@ def _source_id(request: HttpRequest) -> int | None:
 
 
 # --- accounts ----------------------------------------------------------------------------------------
+class LoginView(auth_views.LoginView):
+    """Django's log-in page with failed attempts limited per account and per client (429 when refused)."""
+
+    authentication_form = ThrottledAuthenticationForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.has_error(NON_FIELD_ERRORS, "throttled"):
+            response.status_code = 429
+        return response
+
+
+_TOO_MANY_ACCOUNTS = "Too many new accounts from your network."
+
+
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     """Sign up; a guest who signs up keeps the votes they already cast."""
@@ -62,6 +79,11 @@ def signup(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             user = services.promote_guest(guest, data["username"], data["password1"], data.get("email", ""))
         else:
+            try:
+                throttle.consume(throttle.accounts_per_client(), throttle.client_address(request), _TOO_MANY_ACCOUNTS)
+            except throttle.Throttled as exc:
+                form.add_error(None, str(exc))
+                return render(request, "registration/signup.html", {"form": form}, status=429)
             user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, "Welcome aboard! Your votes are saved to your account.")
@@ -79,6 +101,16 @@ def start_as_guest(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Please sign up or log in to label.")
         return redirect("signup")
     if not request.user.is_authenticated:
+        try:
+            throttle.consume(throttle.accounts_per_client(), throttle.client_address(request), _TOO_MANY_ACCOUNTS)
+        except throttle.Throttled as exc:
+            messages.error(request, f"{exc} Log in if you have an account.")
+            return render(
+                request,
+                "labelling/start.html",
+                {"workflow": services.default_workflow(), "allow_guests": settings.RGZ_ALLOW_GUESTS},
+                status=429,
+            )
         login(request, services.create_guest(), backend="django.contrib.auth.backends.ModelBackend")
     return redirect("labelling:label")
 

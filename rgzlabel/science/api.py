@@ -12,6 +12,7 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
@@ -20,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from rgzlabel.catalog.models import Source
+from rgzlabel.labelling import throttle
 from rgzlabel.labelling.models import Classification, Subject
 from rgzlabel.labelling.services import RateLimited, VoteRejected, default_workflow, record_classification
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
@@ -126,6 +128,18 @@ class ClassificationViewSet(
             serializers.ClassificationSerializer(outcome.classification).data,
             status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK,
         )
+
+
+class ObtainTokenView(ObtainAuthToken):
+    """A token for a username and password; failed attempts are limited per account and per client (429)."""
+
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        try:
+            username = request.data.get("username", "") if hasattr(request.data, "get") else ""
+            with throttle.login_attempt(request, str(username)):
+                return super().post(request, *args, **kwargs)
+        except throttle.Throttled as exc:
+            raise Throttled(wait=exc.retry_after_s, detail=str(exc)) from exc
 
 
 # --- model versions and jobs -----------------------------------------------------------------------------
