@@ -404,20 +404,54 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
             )
             hold(volunteer, subject, is_gold=True)
             return Served(subject, is_gold=True)
-        if subject.retire_reason in {"vote count", "agreement", "to expert"}:
-            if subject.retire_reason == "to expert":
-                Subject.objects.filter(
-                    workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
-                ).delete()
-            subject.retired_at, subject.retire_reason = None, ""
-        if Classification.objects.filter(workflow=workflow, source_id=subject.source_id).exists():
-            _count_vote(subject, workflow)
-        else:
-            subject.vote_count, subject.consensus_label, subject.consensus_confidence = 0, "", None
-            subject.weighted_label, subject.weighted_confidence = "", None
-            subject.save()
+        _recount(subject, workflow)
         hold(volunteer, subject, is_gold=False)
     return Served(subject, is_gold=False)
+
+
+def _recount(subject: Subject, workflow: Workflow) -> None:
+    """Bring a locked subject up to date after a vote on it was removed (it may reopen)."""
+    if subject.retire_reason in {"vote count", "agreement", "to expert"}:
+        if subject.retire_reason == "to expert":
+            Subject.objects.filter(
+                workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
+            ).delete()
+        subject.retired_at, subject.retire_reason = None, ""
+    if Classification.objects.filter(workflow=workflow, source_id=subject.source_id).exists():
+        _count_vote(subject, workflow)
+    else:
+        subject.vote_count, subject.consensus_label, subject.consensus_confidence = 0, "", None
+        subject.weighted_label, subject.weighted_confidence = "", None
+        subject.save()
+
+
+def remove_votes(classification_ids: list[int]) -> int:
+    """Delete votes (moderation, e.g. a ballot-stuffing account) and recount what they touched.
+
+    Each vote goes in its own transaction under the same locks as a vote (volunteer, then
+    subject): the subject's count, consensus and retirement are recomputed, and a gold answer
+    comes off the volunteer's gold record. Returns how many votes were deleted.
+    """
+    removed = 0
+    for vote in Classification.objects.filter(pk__in=classification_ids).select_related("workflow", "volunteer"):
+        with transaction.atomic():
+            _lock_volunteer(vote.volunteer)
+            subject = (
+                Subject.objects.select_for_update().filter(workflow=vote.workflow, source_id=vote.source_id).first()
+            )
+            deleted, _ = Classification.objects.filter(pk=vote.pk).delete()
+            if not deleted:
+                continue  # removed meanwhile (an undo)
+            removed += 1
+            if vote.is_gold:
+                gold = GoldLabel.objects.filter(workflow=vote.workflow, source_id=vote.source_id).first()
+                VolunteerProfile.objects.filter(user=vote.volunteer).update(
+                    gold_answered=F("gold_answered") - 1,
+                    gold_correct=F("gold_correct") - int(gold is not None and vote.label == gold.label),
+                )
+            elif subject is not None:
+                _recount(subject, vote.workflow)
+    return removed
 
 
 # --- what the page shows around the image --------------------------------------------------------
