@@ -12,7 +12,7 @@ from rgzlabel.labelling import throttle
 class SignupForm(UserCreationForm):
     email = forms.EmailField(required=False, help_text="Optional; needed only to reset a forgotten password.")
 
-    class Meta(UserCreationForm.Meta):
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]
         fields = ("username", "email")
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -82,12 +82,12 @@ def sync_subjects(workflow: Workflow | None = None) -> int:
     return created
 
 
-def profile_of(volunteer: AbstractBaseUser) -> VolunteerProfile:
+def profile_of(volunteer: User) -> VolunteerProfile:
     profile, _ = VolunteerProfile.objects.get_or_create(user=volunteer)
     return profile
 
 
-def create_guest() -> AbstractBaseUser:
+def create_guest() -> User:
     """A volunteer who has not signed up yet; signing up later keeps their votes."""
     user = get_user_model().objects.create_user(f"guest-{uuid.uuid4().hex[:12]}")
     user.set_unusable_password()
@@ -96,7 +96,7 @@ def create_guest() -> AbstractBaseUser:
     return user
 
 
-def promote_guest(guest: AbstractBaseUser, username: str, password: str, email: str = "") -> AbstractBaseUser:
+def promote_guest(guest: User, username: str, password: str, email: str = "") -> User:
     """Turn a guest into a registered volunteer in place, so every vote stays theirs."""
     with transaction.atomic():
         guest.username = username
@@ -144,7 +144,7 @@ def gold_rate(profile: VolunteerProfile, workflow: Workflow) -> float:
     return max(workflow.gold_rate_min, workflow.gold_rate_start * 0.5**halvings)
 
 
-def _serve_gold(volunteer: AbstractBaseUser, workflow: Workflow, exclude: list[int]) -> Subject | None:
+def _serve_gold(volunteer: User, workflow: Workflow, exclude: list[int]) -> Subject | None:
     gold = (
         GoldLabel.objects.filter(workflow=workflow)
         .exclude(source__classifications__volunteer=volunteer)
@@ -161,7 +161,7 @@ def _serve_gold(volunteer: AbstractBaseUser, workflow: Workflow, exclude: list[i
     return subject
 
 
-def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: list[int] | None = None) -> Served | None:
+def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | None = None) -> Served | None:
     """The next subject for ``volunteer``: unseen, open, highest priority, with a free vote slot.
 
     A subject that needs k more votes is held by at most k (+ the workflow's redundancy)
@@ -211,7 +211,7 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
     return None
 
 
-def hold(volunteer: AbstractBaseUser, subject: Subject, *, is_gold: bool) -> None:
+def hold(volunteer: User, subject: Subject, *, is_gold: bool) -> None:
     """Hold a vote slot of ``subject`` for ``volunteer`` (one upsert: served again, held anew)."""
     Assignment.objects.bulk_create(
         [Assignment(volunteer=volunteer, subject=subject, is_gold=is_gold, expires_at=timezone.now() + ASSIGNMENT_TTL)],
@@ -221,13 +221,13 @@ def hold(volunteer: AbstractBaseUser, subject: Subject, *, is_gold: bool) -> Non
     )
 
 
-def release(volunteer: AbstractBaseUser, source_id: int, workflow: Workflow) -> None:
+def release(volunteer: User, source_id: int, workflow: Workflow) -> None:
     """Give back a served subject (a skip), freeing its slot for someone else."""
     Assignment.objects.filter(volunteer=volunteer, subject__workflow=workflow, subject__source_id=source_id).delete()
 
 
 # --- voting ---------------------------------------------------------------------------------------
-def _lock_volunteer(volunteer: AbstractBaseUser) -> VolunteerProfile:
+def _lock_volunteer(volunteer: User) -> VolunteerProfile:
     """Lock the volunteer's profile row for the rest of the transaction.
 
     Every write of one volunteer's votes takes this lock first (before any subject's), so
@@ -238,13 +238,13 @@ def _lock_volunteer(volunteer: AbstractBaseUser) -> VolunteerProfile:
     return profile
 
 
-def _within_rate(volunteer: AbstractBaseUser) -> bool:
+def _within_rate(volunteer: User) -> bool:
     limit = settings.RGZ_VOTES_PER_MINUTE
     recent = Classification.objects.filter(volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1))
     return not limit or recent.count() < limit
 
 
-def record_classification(volunteer: AbstractBaseUser, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
+def record_classification(volunteer: User, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
     """Record one vote; count it, update consensus and retire the subject, all atomically.
 
     Only a subject served to the volunteer (held by a current :class:`Assignment`) takes
@@ -293,7 +293,7 @@ def record_classification(volunteer: AbstractBaseUser, source_id: int, label: st
     return outcome
 
 
-def _record_gold(volunteer: AbstractBaseUser, subject: Subject, label: str, gold: GoldLabel) -> VoteOutcome:
+def _record_gold(volunteer: User, subject: Subject, label: str, gold: GoldLabel) -> VoteOutcome:
     classification = Classification.objects.create(
         volunteer=volunteer, source_id=subject.source_id, workflow=subject.workflow, label=label, is_gold=True
     )
@@ -378,7 +378,7 @@ def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow)
     return keys[best], float(post[best])
 
 
-def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | None:
+def undo_last_vote(volunteer: User, workflow: Workflow) -> Served | None:
     """Take back the volunteer's latest vote if it is recent enough.
 
     Returns the subject again (held for the volunteer, so they can answer it anew), or
@@ -412,7 +412,7 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
 def _recount(subject: Subject, workflow: Workflow) -> None:
     """Bring a locked subject up to date after a vote on it was removed (it may reopen)."""
     if subject.retire_reason in {"vote count", "agreement", "to expert"}:
-        if subject.retire_reason == "to expert":
+        if subject.retire_reason == "to expert" and workflow.expert_workflow_id is not None:
             Subject.objects.filter(
                 workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
             ).delete()
@@ -543,7 +543,7 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
 
 
 # --- the volunteer's own page --------------------------------------------------------------------
-def volunteer_summary(volunteer: AbstractBaseUser, workflow: Workflow) -> dict[str, Any]:
+def volunteer_summary(volunteer: User, workflow: Workflow) -> dict[str, Any]:
     """What a volunteer sees about themselves: counts, streak, gold accuracy and confusion."""
     votes = Classification.objects.filter(volunteer=volunteer)
     days = sorted({d.date() for d in votes.values_list("created_at", flat=True)}, reverse=True)
@@ -577,7 +577,7 @@ def volunteer_summary(volunteer: AbstractBaseUser, workflow: Workflow) -> dict[s
     }
 
 
-def model_effect(volunteer: AbstractBaseUser) -> str:
+def model_effect(volunteer: User) -> str:
     """How the classifier's accuracy moved since the volunteer's first vote, in words ('' if unknown)."""
     from rgzlabel.learning.models import ClassifierVersion
 

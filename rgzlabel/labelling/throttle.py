@@ -82,13 +82,13 @@ def _window(limit: Limit, now: datetime) -> tuple[datetime, int]:
     return datetime.fromtimestamp(start, tz=now.tzinfo), max(1, math.ceil(start + limit.window_s - seconds))
 
 
-def hit(limit: Limit, value: str, *, amount: int = 1) -> int:
-    """Add ``amount`` hits for ``value`` in the current window; return the window's count.
+def hit(limit: Limit, value: str, *, amount: int = 1, at: datetime | None = None) -> int:
+    """Add ``amount`` hits for ``value`` in the window holding ``at`` (default now); return its count.
 
     One locked row per window: concurrent hits from any process serialise on it, so the
     counts they see are exact (1, 2, 3, ...), never two requests both seeing the last free hit.
     """
-    start, _ = _window(limit, timezone.now())
+    start, _ = _window(limit, at or timezone.now())
     key = _key(value)
     with transaction.atomic():
         counter, created = RateLimitCounter.objects.get_or_create(scope=limit.scope, key=key, window_start=start)
@@ -99,12 +99,13 @@ def hit(limit: Limit, value: str, *, amount: int = 1) -> int:
     return hits
 
 
-def consume(limit: Limit, value: str, message: str) -> None:
+def consume(limit: Limit, value: str, message: str, *, at: datetime | None = None) -> None:
     """Count one hit; raise :class:`Throttled` (with ``message``) when it goes over the limit."""
     if not limit.limit:
         return
-    if hit(limit, value) > limit.limit:
-        _, retry_after = _window(limit, timezone.now())
+    at = at or timezone.now()
+    if hit(limit, value, at=at) > limit.limit:
+        _, retry_after = _window(limit, at)
         raise Throttled(f"{message} Try again in {_in_words(retry_after)}.", retry_after)
 
 
@@ -120,16 +121,18 @@ def login_attempt(request: HttpRequest, username: str) -> Iterator[None]:
     is held to the limit exactly) and given back when it succeeds: only failures add up.
     """
     limits = [(logins_per_account(), username), (logins_per_client(), client_address(request))]
+    # One instant for the count and the refund: given back in another window it would go below 0.
+    at = timezone.now()
     counted = []
     try:
         for limit, value in limits:
-            consume(limit, value, "Too many failed log-ins for this account or from your network.")
+            consume(limit, value, "Too many failed log-ins for this account or from your network.", at=at)
             if limit.limit:
                 counted.append((limit, value))
     except Throttled:
         for limit, value in counted:
-            hit(limit, value, amount=-1)
+            hit(limit, value, amount=-1, at=at)
         raise
     yield
     for limit, value in counted:  # reached only when the check raised nothing: a success
-        hit(limit, value, amount=-1)
+        hit(limit, value, amount=-1, at=at)

@@ -100,7 +100,7 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
         encoder = _encoder(checkpoint, os.stat(checkpoint).st_mtime_ns)
     except OSError as exc:
         raise SearchError(f"the active encoder's checkpoint cannot be read: {exc}") from exc
-    query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]
+    query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]  # type: ignore[arg-type]
     rows, scores = top_k(matrix, query, k)
     neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
     return [(neighbours[int(ids[r])], float(v)) for r, v in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
@@ -256,7 +256,7 @@ def loss_plot(encoder: EncoderVersion | None) -> bytes:
 
     figure, axis = plt.subplots(figsize=(6.4, 3.0))
     losses = (encoder.curves or {}).get("step_loss", []) if encoder else []
-    if losses:
+    if encoder is not None and losses:
         axis.plot(np.arange(1, len(losses) + 1), losses, lw=1)
         axis.set_xlabel("step")
         axis.set_ylabel("BYOL loss")

@@ -45,7 +45,14 @@ print(json.dumps({"statuses": statuses, "prediction": predicted,
 """
 
 
-def test_pages_predictions_and_exports_render_without_importing_torch(catalogue, scientist) -> None:
+def test_pages_predictions_and_exports_render_without_importing_torch(catalogue, django_user_model) -> None:
+    from django.contrib.auth.models import Group
+
+    from rgzlabel.science.roles import SCIENTISTS_GROUP
+
+    # Not the scientist fixture: an earlier transactional test may have flushed the group's data migration.
+    carol = django_user_model.objects.create_user("carol")
+    carol.groups.add(Group.objects.get_or_create(name=SCIENTISTS_GROUP)[0])
     env = dict(
         os.environ,
         DATABASE_URL=_database_url(connection.settings_dict),
