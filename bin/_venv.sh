@@ -1,6 +1,7 @@
 # Sourced by bin/start and bin/test: make sure the virtual environment exists and holds
-# exactly the pinned requirements. A second run reuses it (a hash of requirements.txt is
-# kept in the venv), so only the first run pays for the install.
+# exactly the pinned requirements: the runtime ones (requirements.txt) and the tools that test
+# and check them (requirements-dev.txt, which includes the first). A second run reuses it (a
+# hash of both files is kept in the venv), so only the first run pays for the install.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RGZ_VENV:-$ROOT/.venv}"
@@ -14,11 +15,11 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "==> creating the virtual environment in $VENV"
   "$PYTHON_BIN" -m venv "$VENV"
 fi
-want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-dev.txt" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null || true)" != "$want" ]; then
-  echo "==> installing pinned dependencies (requirements.txt)"
+  echo "==> installing pinned dependencies (requirements.txt, requirements-dev.txt)"
   "$VENV/bin/python" -m pip install --disable-pip-version-check -qq --upgrade pip
-  "$VENV/bin/python" -m pip install --disable-pip-version-check -qq -r "$ROOT/requirements.txt"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -qq -r "$ROOT/requirements-dev.txt"
   echo "$want" > "$VENV/.requirements.sha256"
 fi
 PY="$VENV/bin/python"

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Dirichlet pseudo-counts added to every confusion row: a volunteer with three votes is
-#: not declared perfect (or useless), and rows never hold zeros (log of 0).
+#: Dirichlet pseudo-counts added to the class prior, so no class has probability 0.
 SMOOTHING = 1.0
-#: Prior weight on the diagonal of a new volunteer's confusion matrix (assumed better than chance).
-DIAGONAL_PRIOR = 2.0
+#: Pseudo-votes of chance-level answering in every row of every volunteer's confusion matrix.
+#: A volunteer's matrix leaves chance only as far as their own votes and gold answers outweigh
+#: these, so a new, unproven volunteer's vote barely moves a posterior and a burst of fresh
+#: accounts cannot outvote volunteers with a record (rows never hold zeros: no log of 0).
+CHANCE_PSEUDO_VOTES = 8.0
+#: Extra pseudo-votes on the diagonal: a volunteer with no record is assumed a little better than chance.
+DIAGONAL_PRIOR = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,9 +59,14 @@ def majority(labels: list[str]) -> tuple[str, float]:
     return best, counts[best] / len(labels)
 
 
+def prior_counts(n_classes: int) -> np.ndarray:
+    """Pseudo-counts of every confusion row before a volunteer's own answers: near chance."""
+    return np.full((n_classes, n_classes), CHANCE_PSEUDO_VOTES / n_classes) + DIAGONAL_PRIOR * np.eye(n_classes)
+
+
 def prior_confusion(n_classes: int) -> np.ndarray:
-    """The confusion matrix assumed for a volunteer with no history."""
-    matrix = np.full((n_classes, n_classes), SMOOTHING) + DIAGONAL_PRIOR * np.eye(n_classes)
+    """The confusion matrix assumed for a volunteer with no history: slightly better than chance."""
+    matrix = prior_counts(n_classes)
     return matrix / matrix.sum(axis=1, keepdims=True)
 
 
@@ -72,24 +81,40 @@ def posterior(answers: list[int], confusions: list[np.ndarray], class_prior: np.
 
 
 def dawid_skene(
-    votes: Votes, *, iterations: int = 50, tolerance: float = 1e-6
+    votes: Votes, *, known: np.ndarray | None = None, iterations: int = 50, tolerance: float = 1e-6
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit Dawid-Skene by EM, starting from the majority vote.
+
+    Args:
+        votes: The votes.
+        known: Optional (n_subjects,) true class of each subject whose answer is known (an
+            expert's gold label), -1 elsewhere. Those posteriors are held at the known class,
+            so answers to gold subjects measure each volunteer directly.
+        iterations: At most this many EM rounds.
+        tolerance: Stop when no posterior moves by more than this.
 
     Returns:
         (posteriors (n_subjects, C), confusions (n_volunteers, C, C), class prior (C,)).
         Subjects without votes get the class prior as posterior.
     """
     n, v, c = votes.n_subjects, votes.n_volunteers, votes.n_classes
+    if known is not None and (known.shape != (n,) or known.min(initial=-1) < -1 or known.max(initial=-1) >= c):
+        raise ValueError(f"known must be ({n},) class indices in [0, {c}) or -1")
     # Start: soft majority vote.
     counts = np.zeros((n, c))
     np.add.at(counts, (votes.subjects, votes.labels), 1.0)
     post = (counts + 1e-3) / (counts + 1e-3).sum(axis=1, keepdims=True)
+    clamped = np.flatnonzero(known >= 0) if known is not None else np.array([], dtype=np.int64)
+    truth = np.eye(c)[known[clamped]] if known is not None else np.zeros((0, c))
+    post[clamped] = truth
+    # Gold subjects are picked per class, not at the pool's rates: they do not inform the class prior.
+    free = np.ones(n, dtype=bool)
+    free[clamped] = False
     previous = None
     for _ in range(iterations):
         # M step: class prior and confusion matrices from the soft labels.
-        class_prior = (post.sum(axis=0) + SMOOTHING) / (n + c * SMOOTHING)
-        confusions = np.full((v, c, c), SMOOTHING) + DIAGONAL_PRIOR * np.eye(c)
+        class_prior = (post[free].sum(axis=0) + SMOOTHING) / (free.sum() + c * SMOOTHING)
+        confusions = np.broadcast_to(prior_counts(c), (v, c, c)).copy()
         # confusions[v, true, answer] += P(true | subject); through a (v, answer, true) view.
         np.add.at(confusions.transpose(0, 2, 1), (votes.volunteers, votes.labels), post[votes.subjects])
         confusions /= confusions.sum(axis=2, keepdims=True)
@@ -99,6 +124,7 @@ def dawid_skene(
         log_post -= log_post.max(axis=1, keepdims=True)
         post = np.exp(log_post)
         post /= post.sum(axis=1, keepdims=True)
+        post[clamped] = truth
         if previous is not None and np.abs(post - previous).max() < tolerance:
             break
         previous = post

@@ -151,7 +151,10 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env_bool("DJANGO_BEHIND_PROXY", False):
+# Behind a TLS-terminating proxy: trust its X-Forwarded-Proto, and take the client's address
+# (for rate limits) from the last X-Forwarded-For entry, the one the proxy appended.
+RGZ_BEHIND_PROXY = env_bool("DJANGO_BEHIND_PROXY", False)
+if RGZ_BEHIND_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # --- Celery -----------------------------------------------------------------------------
@@ -254,6 +257,14 @@ RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 5, minimum=1)
 RGZ_ALLOW_GUESTS = env_bool("RGZ_ALLOW_GUESTS", True)
 # Votes one volunteer may cast per minute (0: no limit); stops scripted spam.
 RGZ_VOTES_PER_MINUTE = env_int("RGZ_VOTES_PER_MINUTE", 60, minimum=0)
+# Accounts (guests and sign-ups) one client address may create per hour (0: no limit); a
+# classroom behind one address needs room, a script making voters does not get it.
+RGZ_ACCOUNTS_PER_CLIENT_PER_HOUR = env_int("RGZ_ACCOUNTS_PER_CLIENT_PER_HOUR", 30, minimum=0)
+# Failed log-ins (page, admin and API token) allowed per account and per client address in
+# each window of RGZ_LOGIN_WINDOW_S seconds; further attempts are refused until it ends (0: no limit).
+RGZ_LOGIN_FAILURES_PER_ACCOUNT = env_int("RGZ_LOGIN_FAILURES_PER_ACCOUNT", 10, minimum=0)
+RGZ_LOGIN_FAILURES_PER_CLIENT = env_int("RGZ_LOGIN_FAILURES_PER_CLIENT", 50, minimum=0)
+RGZ_LOGIN_WINDOW_S = env_int("RGZ_LOGIN_WINDOW_S", 900, minimum=1)
 
 LOGGING = {
     "version": 1,

@@ -1,4 +1,4 @@
-"""House style that a machine can check: ruff lint and format everywhere, mypy on ml/."""
+"""House style that a machine can check: ruff lint and format everywhere, mypy on ml/ and rgzlabel/."""
 
 from __future__ import annotations
 
@@ -25,4 +25,9 @@ def test_the_code_is_ruff_formatted() -> None:
 
 def test_ml_type_checks() -> None:
     result = run("mypy", "ml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rgzlabel_type_checks_with_the_django_stubs() -> None:
+    result = run("mypy", "rgzlabel")
     assert result.returncode == 0, result.stdout + result.stderr

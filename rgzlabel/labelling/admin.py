@@ -1,6 +1,11 @@
 from django.contrib import admin
 
+from rgzlabel.labelling.forms import ThrottledAdminAuthenticationForm
 from rgzlabel.labelling.models import Classification, GoldLabel, Subject, VolunteerProfile, Workflow
+from rgzlabel.labelling.services import remove_votes
+
+# The admin's log-in page takes the same failed-attempt limits as the site's.
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 @admin.register(Workflow)
@@ -17,18 +22,45 @@ class WorkflowAdmin(admin.ModelAdmin):
     ]
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Shown, never edited here: these rows change only through the labelling services."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Subject)
-class SubjectAdmin(admin.ModelAdmin):
+class SubjectAdmin(ReadOnlyAdmin):
+    """Counts, consensus and retirement are written by votes; priority by the queue refresh."""
+
     list_display = ("source", "workflow", "vote_count", "consensus_label", "weighted_label", "priority", "retired_at")
     list_filter = ("workflow", "retire_reason", "consensus_label")
     raw_id_fields = ("source",)
 
 
 @admin.register(Classification)
-class ClassificationAdmin(admin.ModelAdmin):
+class ClassificationAdmin(ReadOnlyAdmin):
+    """Votes: a plain delete would leave counts, consensus and retirement stale; the action recounts."""
+
     list_display = ("source", "volunteer", "label", "workflow", "is_gold", "created_at")
     list_filter = ("label", "workflow", "is_gold")
+    search_fields = ("volunteer__username",)
     raw_id_fields = ("source", "volunteer")
+    actions = ["remove_and_recount"]
+
+    def has_moderate_permission(self, request) -> bool:
+        return request.user.has_perm("labelling.delete_classification")
+
+    @admin.action(description="Remove the selected votes and recount their sources", permissions=["moderate"])
+    def remove_and_recount(self, request, queryset):
+        removed = remove_votes(list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"Removed {removed} vote(s); their sources were recounted.")
 
 
 @admin.register(GoldLabel)

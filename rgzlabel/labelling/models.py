@@ -177,3 +177,26 @@ class VolunteerProfile(models.Model):
     @property
     def gold_accuracy(self) -> float | None:
         return self.gold_correct / self.gold_answered if self.gold_answered else None
+
+
+class RateLimitCounter(models.Model):
+    """Hits of one rate-limited action by one client or account in one fixed time window.
+
+    Kept in the database, not a per-process cache, so every web process (gunicorn workers,
+    machines behind a load balancer) counts against the same limit. ``key`` is a hash of the
+    client address or account name, never the address itself.
+    """
+
+    scope = models.CharField(max_length=32)
+    key = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+    hits = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "key", "window_start"], name="one_counter_per_window"),
+        ]
+        indexes = [models.Index(fields=["window_start"], name="ratelimit_window_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key[:8]}: {self.hits} since {self.window_start:%H:%M}"

@@ -1,7 +1,8 @@
 """The volunteer flow: which subject comes next, recording and undoing votes, consensus.
 
-Every write here is one transaction that locks the subject's row, so vote counts,
-retirement and consensus stay exact under any number of concurrent volunteers.
+Every vote is one transaction that locks the volunteer's profile row, then the subject's,
+so vote counts, retirement, consensus and each volunteer's rate limit stay exact under any
+number of concurrent requests.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -81,12 +82,12 @@ def sync_subjects(workflow: Workflow | None = None) -> int:
     return created
 
 
-def profile_of(volunteer: AbstractBaseUser) -> VolunteerProfile:
+def profile_of(volunteer: User) -> VolunteerProfile:
     profile, _ = VolunteerProfile.objects.get_or_create(user=volunteer)
     return profile
 
 
-def create_guest() -> AbstractBaseUser:
+def create_guest() -> User:
     """A volunteer who has not signed up yet; signing up later keeps their votes."""
     user = get_user_model().objects.create_user(f"guest-{uuid.uuid4().hex[:12]}")
     user.set_unusable_password()
@@ -95,7 +96,7 @@ def create_guest() -> AbstractBaseUser:
     return user
 
 
-def promote_guest(guest: AbstractBaseUser, username: str, password: str, email: str = "") -> AbstractBaseUser:
+def promote_guest(guest: User, username: str, password: str, email: str = "") -> User:
     """Turn a guest into a registered volunteer in place, so every vote stays theirs."""
     with transaction.atomic():
         guest.username = username
@@ -143,7 +144,7 @@ def gold_rate(profile: VolunteerProfile, workflow: Workflow) -> float:
     return max(workflow.gold_rate_min, workflow.gold_rate_start * 0.5**halvings)
 
 
-def _serve_gold(volunteer: AbstractBaseUser, workflow: Workflow, exclude: list[int]) -> Subject | None:
+def _serve_gold(volunteer: User, workflow: Workflow, exclude: list[int]) -> Subject | None:
     gold = (
         GoldLabel.objects.filter(workflow=workflow)
         .exclude(source__classifications__volunteer=volunteer)
@@ -160,7 +161,7 @@ def _serve_gold(volunteer: AbstractBaseUser, workflow: Workflow, exclude: list[i
     return subject
 
 
-def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: list[int] | None = None) -> Served | None:
+def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | None = None) -> Served | None:
     """The next subject for ``volunteer``: unseen, open, highest priority, with a free vote slot.
 
     A subject that needs k more votes is held by at most k (+ the workflow's redundancy)
@@ -216,7 +217,7 @@ def next_subject(volunteer: AbstractBaseUser, workflow: Workflow, *, exclude: li
     return None
 
 
-def hold(volunteer: AbstractBaseUser, subject: Subject, *, is_gold: bool) -> None:
+def hold(volunteer: User, subject: Subject, *, is_gold: bool) -> None:
     """Hold a vote slot of ``subject`` for ``volunteer`` (one upsert: served again, held anew)."""
     Assignment.objects.bulk_create(
         [Assignment(volunteer=volunteer, subject=subject, is_gold=is_gold, expires_at=timezone.now() + ASSIGNMENT_TTL)],
@@ -226,23 +227,36 @@ def hold(volunteer: AbstractBaseUser, subject: Subject, *, is_gold: bool) -> Non
     )
 
 
-def release(volunteer: AbstractBaseUser, source_id: int, workflow: Workflow) -> None:
+def release(volunteer: User, source_id: int, workflow: Workflow) -> None:
     """Give back a served subject (a skip), freeing its slot for someone else."""
     Assignment.objects.filter(volunteer=volunteer, subject__workflow=workflow, subject__source_id=source_id).delete()
 
 
 # --- voting ---------------------------------------------------------------------------------------
-def _within_rate(volunteer: AbstractBaseUser) -> bool:
+def _lock_volunteer(volunteer: User) -> VolunteerProfile:
+    """Lock the volunteer's profile row for the rest of the transaction.
+
+    Every write of one volunteer's votes takes this lock first (before any subject's), so
+    their requests run one at a time: the rate limit's count and the insert that follows it
+    cannot interleave with another of their requests, and the lock order never inverts.
+    """
+    profile, _ = VolunteerProfile.objects.select_for_update().get_or_create(user=volunteer)
+    return profile
+
+
+def _within_rate(volunteer: User) -> bool:
     limit = settings.RGZ_VOTES_PER_MINUTE
     recent = Classification.objects.filter(volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1))
     return not limit or recent.count() < limit
 
 
-def record_classification(volunteer: AbstractBaseUser, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
+def record_classification(volunteer: User, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
     """Record one vote; count it, update consensus and retire the subject, all atomically.
 
-    A repeated submission for the same source returns the vote already stored (answered as
-    success), so two clicks or a retried request never count twice.
+    Only a subject served to the volunteer (held by a current :class:`Assignment`) takes
+    their vote, so nobody can pick which sources to vote on. A repeated submission for the
+    same source returns the vote already stored (answered as success), so two clicks or a
+    retried request never count twice.
     """
     if label not in workflow.class_keys:
         raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
@@ -250,20 +264,24 @@ def record_classification(volunteer: AbstractBaseUser, source_id: int, label: st
         raise VoteRejected(f"the {workflow.name} workflow is for experts")
     try:
         with transaction.atomic():
+            _lock_volunteer(volunteer)
             # Lock the subject: concurrent votes on it serialise here, so its count,
             # consensus and retirement are exact.
             subject = Subject.objects.select_for_update().filter(workflow=workflow, source_id=source_id).first()
             if subject is None:
                 raise VoteRejected(f"source {source_id} is not in the {workflow.name} workflow")
-            within_rate = _within_rate(volunteer)
-            if subject.retired_at is not None or not within_rate:
-                # Rare paths, kept off the common one: a repeat of a stored vote is
-                # answered as success before any refusal.
-                existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
-                if existing is not None:
-                    return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
-                if not within_rate:
-                    raise RateLimited(f"slow down: at most {settings.RGZ_VOTES_PER_MINUTE} votes a minute")
+            existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
+            if existing is not None:
+                return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
+            if not _within_rate(volunteer):
+                raise RateLimited(f"slow down: at most {settings.RGZ_VOTES_PER_MINUTE} votes a minute")
+            held = Assignment.objects.filter(volunteer=volunteer, subject=subject, expires_at__gt=timezone.now())
+            if not held.exists():
+                raise VoteRejected(
+                    f"source {source_id} is not being shown to you (or was shown more than "
+                    f"{ASSIGNMENT_TTL.seconds // 60} minutes ago); vote on the source the page serves you"
+                )
+            if subject.retired_at is not None:
                 if subject.retire_reason != "gold":
                     raise VoteRejected(f"{subject.source.name} is already retired: it has all the votes it needs")
                 gold = GoldLabel.objects.get(workflow=workflow, source_id=source_id)
@@ -281,7 +299,7 @@ def record_classification(volunteer: AbstractBaseUser, source_id: int, label: st
     return outcome
 
 
-def _record_gold(volunteer: AbstractBaseUser, subject: Subject, label: str, gold: GoldLabel) -> VoteOutcome:
+def _record_gold(volunteer: User, subject: Subject, label: str, gold: GoldLabel) -> VoteOutcome:
     classification = Classification.objects.create(
         volunteer=volunteer, source_id=subject.source_id, workflow=subject.workflow, label=label, is_gold=True
     )
@@ -366,7 +384,7 @@ def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow)
     return keys[best], float(post[best])
 
 
-def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | None:
+def undo_last_vote(volunteer: User, workflow: Workflow) -> Served | None:
     """Take back the volunteer's latest vote if it is recent enough.
 
     Returns the subject again (held for the volunteer, so they can answer it anew), or
@@ -374,6 +392,7 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
     """
     cutoff = timezone.now() - timedelta(seconds=workflow.undo_window_s)
     with transaction.atomic():
+        _lock_volunteer(volunteer)
         last = (
             Classification.objects.select_for_update()
             .filter(volunteer=volunteer, workflow=workflow, created_at__gte=cutoff)
@@ -391,20 +410,54 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
             )
             hold(volunteer, subject, is_gold=True)
             return Served(subject, is_gold=True)
-        if subject.retire_reason in {"vote count", "agreement", "to expert"}:
-            if subject.retire_reason == "to expert":
-                Subject.objects.filter(
-                    workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
-                ).delete()
-            subject.retired_at, subject.retire_reason = None, ""
-        if Classification.objects.filter(workflow=workflow, source_id=subject.source_id).exists():
-            _count_vote(subject, workflow)
-        else:
-            subject.vote_count, subject.consensus_label, subject.consensus_confidence = 0, "", None
-            subject.weighted_label, subject.weighted_confidence = "", None
-            subject.save()
+        _recount(subject, workflow)
         hold(volunteer, subject, is_gold=False)
     return Served(subject, is_gold=False)
+
+
+def _recount(subject: Subject, workflow: Workflow) -> None:
+    """Bring a locked subject up to date after a vote on it was removed (it may reopen)."""
+    if subject.retire_reason in {"vote count", "agreement", "to expert"}:
+        if subject.retire_reason == "to expert" and workflow.expert_workflow_id is not None:
+            Subject.objects.filter(
+                workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
+            ).delete()
+        subject.retired_at, subject.retire_reason = None, ""
+    if Classification.objects.filter(workflow=workflow, source_id=subject.source_id).exists():
+        _count_vote(subject, workflow)
+    else:
+        subject.vote_count, subject.consensus_label, subject.consensus_confidence = 0, "", None
+        subject.weighted_label, subject.weighted_confidence = "", None
+        subject.save()
+
+
+def remove_votes(classification_ids: list[int]) -> int:
+    """Delete votes (moderation, e.g. a ballot-stuffing account) and recount what they touched.
+
+    Each vote goes in its own transaction under the same locks as a vote (volunteer, then
+    subject): the subject's count, consensus and retirement are recomputed, and a gold answer
+    comes off the volunteer's gold record. Returns how many votes were deleted.
+    """
+    removed = 0
+    for vote in Classification.objects.filter(pk__in=classification_ids).select_related("workflow", "volunteer"):
+        with transaction.atomic():
+            _lock_volunteer(vote.volunteer)
+            subject = (
+                Subject.objects.select_for_update().filter(workflow=vote.workflow, source_id=vote.source_id).first()
+            )
+            deleted, _ = Classification.objects.filter(pk=vote.pk).delete()
+            if not deleted:
+                continue  # removed meanwhile (an undo)
+            removed += 1
+            if vote.is_gold:
+                gold = GoldLabel.objects.filter(workflow=vote.workflow, source_id=vote.source_id).first()
+                VolunteerProfile.objects.filter(user=vote.volunteer).update(
+                    gold_answered=F("gold_answered") - 1,
+                    gold_correct=F("gold_correct") - int(gold is not None and vote.label == gold.label),
+                )
+            elif subject is not None:
+                _recount(subject, vote.workflow)
+    return removed
 
 
 # --- what the page shows around the image --------------------------------------------------------
@@ -444,20 +497,25 @@ class ConsensusReport:
 
 
 def recompute_consensus(workflow: Workflow) -> ConsensusReport:
-    """Fit Dawid-Skene over every vote of a workflow; store labels and volunteers' matrices."""
+    """Fit Dawid-Skene over every vote of a workflow; store labels and volunteers' matrices.
+
+    Answers to gold subjects take part with their expert label held fixed: they measure each
+    volunteer against the truth, so a volunteer proven on gold weighs more than a new one.
+    """
     import numpy as np
 
     from ml.consensus import Votes, dawid_skene
 
     keys = workflow.class_keys
     rows = list(
-        Classification.objects.filter(workflow=workflow, is_gold=False).values_list(
-            "source_id", "volunteer_id", "label"
+        Classification.objects.filter(workflow=workflow, label__in=keys).values_list(
+            "source_id", "volunteer_id", "label", "is_gold"
         )
     )
     report = ConsensusReport()
-    if not rows:
+    if not any(not is_gold for *_, is_gold in rows):
         return report
+    gold = dict(GoldLabel.objects.filter(workflow=workflow, label__in=keys).values_list("source_id", "label"))
     source_ids = sorted({r[0] for r in rows})
     volunteer_ids = sorted({r[1] for r in rows})
     s_index = {s: i for i, s in enumerate(source_ids)}
@@ -470,25 +528,28 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
         n_volunteers=len(volunteer_ids),
         n_classes=len(keys),
     )
-    post, confusions, _ = dawid_skene(votes)
+    known = np.array([keys.index(gold[s]) if s in gold else -1 for s in source_ids])
+    post, confusions, _ = dawid_skene(votes, known=known)
+    voted = sorted({r[0] for r in rows if not r[3]} - set(gold))
     with transaction.atomic():
-        subjects = Subject.objects.select_for_update().filter(workflow=workflow, source_id__in=source_ids)
+        # Profiles before subjects: the order a vote takes its locks in, so the two never deadlock.
+        for volunteer_id, i in v_index.items():
+            profile, _ = VolunteerProfile.objects.select_for_update().get_or_create(user_id=volunteer_id)
+            profile.confusion = {**profile.confusion, workflow.slug: confusions[i].round(4).tolist()}
+            profile.save(update_fields=["confusion"])
+        subjects = Subject.objects.select_for_update().filter(workflow=workflow, source_id__in=voted)
         for subject in subjects:
             row = post[s_index[subject.source_id]]
             label, confidence = keys[int(np.argmax(row))], float(row.max())
             if label != subject.weighted_label:
                 report.changed += 1
             Subject.objects.filter(pk=subject.pk).update(weighted_label=label, weighted_confidence=confidence)
-        for volunteer_id, i in v_index.items():
-            profile, _ = VolunteerProfile.objects.get_or_create(user_id=volunteer_id)
-            profile.confusion = {**profile.confusion, workflow.slug: confusions[i].round(4).tolist()}
-            profile.save(update_fields=["confusion"])
-    report.subjects, report.volunteers = len(source_ids), len(volunteer_ids)
+    report.subjects, report.volunteers = len(voted), len(volunteer_ids)
     return report
 
 
 # --- the volunteer's own page --------------------------------------------------------------------
-def volunteer_summary(volunteer: AbstractBaseUser, workflow: Workflow) -> dict[str, Any]:
+def volunteer_summary(volunteer: User, workflow: Workflow) -> dict[str, Any]:
     """What a volunteer sees about themselves: counts, streak, gold accuracy and confusion."""
     votes = Classification.objects.filter(volunteer=volunteer)
     days = sorted({d.date() for d in votes.values_list("created_at", flat=True)}, reverse=True)
@@ -522,7 +583,7 @@ def volunteer_summary(volunteer: AbstractBaseUser, workflow: Workflow) -> dict[s
     }
 
 
-def model_effect(volunteer: AbstractBaseUser) -> str:
+def model_effect(volunteer: User) -> str:
     """How the classifier's accuracy moved since the volunteer's first vote, in words ('' if unknown)."""
     from rgzlabel.learning.models import ClassifierVersion
 

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import NON_FIELD_ERRORS
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from rgzlabel.labelling import services
-from rgzlabel.labelling.forms import SignupForm
+from rgzlabel.labelling import services, throttle
+from rgzlabel.labelling.forms import SignupForm, ThrottledAuthenticationForm
 from rgzlabel.labelling.models import VolunteerProfile
 
 
@@ -44,6 +47,11 @@ def api_login_required(view):
     return wrapper
 
 
+def volunteer_of(request: HttpRequest) -> User:
+    """The signed-in volunteer of a view behind ``login_required`` / ``api_login_required``."""
+    return cast(User, request.user)
+
+
 def _source_id(request: HttpRequest) -> int | None:
     try:
         return int(request.POST.get("source", ""))
@@ -52,6 +60,21 @@ def _source_id(request: HttpRequest) -> int | None:
 
 
 # --- accounts ----------------------------------------------------------------------------------------
+class LoginView(auth_views.LoginView):
+    """Django's log-in page with failed attempts limited per account and per client (429 when refused)."""
+
+    authentication_form = ThrottledAuthenticationForm
+
+    def form_invalid(self, form):
+        response = super().form_invalid(form)
+        if form.has_error(NON_FIELD_ERRORS, "throttled"):
+            response.status_code = 429
+        return response
+
+
+_TOO_MANY_ACCOUNTS = "Too many new accounts from your network."
+
+
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
     """Sign up; a guest who signs up keeps the votes they already cast."""
@@ -62,6 +85,11 @@ def signup(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             user = services.promote_guest(guest, data["username"], data["password1"], data.get("email", ""))
         else:
+            try:
+                throttle.consume(throttle.accounts_per_client(), throttle.client_address(request), _TOO_MANY_ACCOUNTS)
+            except throttle.Throttled as exc:
+                form.add_error(None, str(exc))
+                return render(request, "registration/signup.html", {"form": form}, status=429)
             user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         messages.success(request, "Welcome aboard! Your votes are saved to your account.")
@@ -79,6 +107,16 @@ def start_as_guest(request: HttpRequest) -> HttpResponse:
         messages.error(request, "Please sign up or log in to label.")
         return redirect("signup")
     if not request.user.is_authenticated:
+        try:
+            throttle.consume(throttle.accounts_per_client(), throttle.client_address(request), _TOO_MANY_ACCOUNTS)
+        except throttle.Throttled as exc:
+            messages.error(request, f"{exc} Log in if you have an account.")
+            return render(
+                request,
+                "labelling/start.html",
+                {"workflow": services.default_workflow(), "allow_guests": settings.RGZ_ALLOW_GUESTS},
+                status=429,
+            )
         login(request, services.create_guest(), backend="django.contrib.auth.backends.ModelBackend")
     return redirect("labelling:label")
 
@@ -118,7 +156,9 @@ def vote(request: HttpRequest) -> HttpResponse:
         messages.error(request, "The vote named no source.")
         return redirect("labelling:label")
     try:
-        outcome = services.record_classification(request.user, source_id, request.POST.get("label", ""), workflow)
+        outcome = services.record_classification(
+            volunteer_of(request), source_id, request.POST.get("label", ""), workflow
+        )
     except services.VoteRejected as exc:
         messages.error(request, str(exc))
     else:
@@ -131,7 +171,7 @@ def vote(request: HttpRequest) -> HttpResponse:
 @api_login_required
 def api_next(request: HttpRequest) -> JsonResponse:
     exclude = [int(x) for x in request.GET.getlist("exclude") if x.isdigit()][:20]
-    served = services.next_subject(request.user, services.default_workflow(), exclude=exclude)
+    served = services.next_subject(volunteer_of(request), services.default_workflow(), exclude=exclude)
     if served is None:
         return JsonResponse({"source": None})
     return JsonResponse({"source": _source_json(served)})
@@ -145,7 +185,7 @@ def api_vote(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "the vote named no source"}, status=400)
     try:
         outcome = services.record_classification(
-            request.user, source_id, request.POST.get("label", ""), services.default_workflow()
+            volunteer_of(request), source_id, request.POST.get("label", ""), services.default_workflow()
         )
     except services.RateLimited as exc:
         return JsonResponse({"error": str(exc)}, status=429)
@@ -165,7 +205,7 @@ def api_vote(request: HttpRequest) -> JsonResponse:
 @require_POST
 @api_login_required
 def api_undo(request: HttpRequest) -> JsonResponse:
-    served = services.undo_last_vote(request.user, services.default_workflow())
+    served = services.undo_last_vote(volunteer_of(request), services.default_workflow())
     if served is None:
         return JsonResponse({"undone": None, "error": "nothing recent to undo"}, status=409)
     return JsonResponse({"undone": served.subject.source_id, "source": _source_json(served)})
@@ -177,14 +217,14 @@ def api_skip(request: HttpRequest) -> JsonResponse:
     source_id = _source_id(request)
     if source_id is None:
         return JsonResponse({"error": "the skip named no source"}, status=400)
-    services.release(request.user, source_id, services.default_workflow())
+    services.release(volunteer_of(request), source_id, services.default_workflow())
     return JsonResponse({"ok": True})
 
 
 @require_POST
 @api_login_required
 def api_tutorial_seen(request: HttpRequest) -> JsonResponse:
-    VolunteerProfile.objects.filter(user=request.user, tutorial_seen_at__isnull=True).update(
+    VolunteerProfile.objects.filter(user=volunteer_of(request), tutorial_seen_at__isnull=True).update(
         tutorial_seen_at=timezone.now()
     )
     return JsonResponse({"ok": True})
@@ -197,5 +237,5 @@ def me(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "labelling/me.html",
-        {"summary": services.volunteer_summary(request.user, workflow), "workflow": workflow},
+        {"summary": services.volunteer_summary(volunteer_of(request), workflow), "workflow": workflow},
     )

@@ -9,8 +9,16 @@ from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVer
 class JobAdmin(admin.ModelAdmin):
     list_display = ("id", "kind", "state", "progress", "message", "triggered_by", "created_at", "finished_at")
     list_filter = ("kind", "state")
-    readonly_fields = ("celery_task_id", "created_at", "started_at", "heartbeat_at", "finished_at", "traceback")
     actions = ["cancel", "run_again"]
+
+    # Jobs are made by create_job (the trigger page, beat, the chain), which queues them for a
+    # worker and keeps singleton kinds single; a row added or edited here would reach no worker
+    # and block its kind. Admins cancel and re-run through the actions, which use the services.
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
     @admin.action(description="Cancel the selected jobs (running ones stop at their next step)")
     def cancel(self, request, queryset):

@@ -91,7 +91,7 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     import pickle
 
     from ml.classifier import fit_classifier, fit_ensemble
-    from ml.embed import read_embeddings
+    from ml.embedding_store import read_embeddings
     from rgzlabel.labelling.services import default_workflow
     from rgzlabel.learning.jobs import create_job
 
@@ -187,7 +187,7 @@ def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]
 
 def evaluate_job(job: Job, context: JobContext) -> dict[str, Any]:
     """Re-evaluate a classifier version on today's gold set (``params = {"classifier": id}``)."""
-    from ml.embed import read_embeddings
+    from ml.embedding_store import read_embeddings
     from rgzlabel.labelling.services import default_workflow
 
     classifier = ClassifierVersion.objects.select_related("embedding_set").get(pk=job.params["classifier"])

@@ -57,7 +57,10 @@ def learning_tick() -> dict[str, Any]:
         actions["new_labels"] = n_new
         if (n_new >= loop.retrain_min_new_labels or (n_new and overdue)) and enough_labels_to_train(workflow):
             actions["retrain_job"] = create_job(Job.Kind.RETRAIN).pk
-    encoder = EncoderVersion.objects.first()
+    # Measured against the newest *pretrained* encoder: a fine-tuned one counts only the labels
+    # it was tuned on, so comparing the pool with it would queue a pretraining at every tick
+    # after a fine-tune, and that pretraining's embedding would replace the fine-tuned one.
+    encoder = EncoderVersion.objects.exclude(config__has_key="finetuned_from").first()
     if encoder is not None:
         growth = loop.pretrain_growth_fraction
         grown = growth and Cutout.objects.count() >= encoder.n_images * (1 + growth)

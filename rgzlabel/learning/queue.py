@@ -26,7 +26,7 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
     a volunteer's request. Without an active classifier (the cold start) the policy is the
     embedding-only ``COLD_START_POLICY``.
     """
-    from ml.embed import read_embeddings
+    from ml.embedding_store import read_embeddings
     from ml.policies import COLD_START_POLICY, policy_inputs, rank
     from rgzlabel.labelling.models import Subject
     from rgzlabel.labelling.services import default_workflow

@@ -12,6 +12,8 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.decorators import action
 from rest_framework.exceptions import Throttled
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import IsAdminUser, IsAuthenticated
@@ -20,8 +22,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from rgzlabel.catalog.models import Source
+from rgzlabel.labelling import throttle
 from rgzlabel.labelling.models import Classification, Subject
-from rgzlabel.labelling.services import RateLimited, VoteRejected, default_workflow, record_classification
+from rgzlabel.labelling.services import (
+    RateLimited,
+    VoteRejected,
+    default_workflow,
+    next_subject,
+    record_classification,
+)
+from rgzlabel.labelling.views import volunteer_of
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 from rgzlabel.science import exports, serializers
 from rgzlabel.science.permissions import IsScientist
@@ -106,9 +116,35 @@ class ClassificationViewSet(
         )
 
     @extend_schema(
+        parameters=[serializers.NextQuerySerializer],
+        responses=serializers.NextSerializer,
+        description="Serve the next source to label; it is held for the requesting volunteer, who may then vote "
+        "on it. Votes are taken only on served sources.",
+    )
+    @action(detail=False, methods=["get"], url_path="next")
+    def next(self, request: Request) -> Response:
+        params = _validated(serializers.NextQuerySerializer, request)
+        served = next_subject(volunteer_of(request), params.validated_data.get("workflow") or default_workflow())
+        if served is None:
+            return Response({"source": None})
+        source = served.subject.source
+        return Response(
+            {
+                "source": {
+                    "id": source.pk,
+                    "name": source.name,
+                    "ra_deg": source.ra_deg,
+                    "dec_deg": source.dec_deg,
+                    "thumbnail": request.build_absolute_uri(reverse("catalog:thumbnail", args=[source.pk])),
+                }
+            }
+        )
+
+    @extend_schema(
         request=serializers.NewClassificationSerializer,
         responses={201: serializers.ClassificationSerializer, 200: serializers.ClassificationSerializer},
-        description="Record a vote. 201 for a new vote; 200 when it repeats the volunteer's stored vote.",
+        description="Record a vote on a source served by `next`. 201 for a new vote; 200 when it repeats the "
+        "volunteer's stored vote.",
     )
     def create(self, request: Request, *args, **kwargs) -> Response:
         vote = serializers.NewClassificationSerializer(data=request.data)
@@ -116,7 +152,7 @@ class ClassificationViewSet(
         workflow = vote.validated_data.get("workflow") or default_workflow()
         try:
             outcome = record_classification(
-                request.user, vote.validated_data["source"].pk, vote.validated_data["label"], workflow
+                volunteer_of(request), vote.validated_data["source"].pk, vote.validated_data["label"], workflow
             )
         except RateLimited as exc:
             raise Throttled(detail=str(exc)) from exc
@@ -126,6 +162,18 @@ class ClassificationViewSet(
             serializers.ClassificationSerializer(outcome.classification).data,
             status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK,
         )
+
+
+class ObtainTokenView(ObtainAuthToken):
+    """A token for a username and password; failed attempts are limited per account and per client (429)."""
+
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        try:
+            username = request.data.get("username", "") if hasattr(request.data, "get") else ""
+            with throttle.login_attempt(request, str(username)):
+                return super().post(request, *args, **kwargs)
+        except throttle.Throttled as exc:
+            raise Throttled(wait=exc.retry_after_s, detail=str(exc)) from exc
 
 
 # --- model versions and jobs -----------------------------------------------------------------------------

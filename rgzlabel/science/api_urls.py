@@ -2,7 +2,6 @@
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from rgzlabel.science import api
@@ -21,7 +20,7 @@ router.register("jobs", api.JobViewSet, basename="job")
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", api.ObtainTokenView.as_view(), name="token"),
     path("exports/", api.ExportLinksView.as_view(), name="exports"),
     path("", include(router.urls)),
 ]

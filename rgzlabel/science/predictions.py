@@ -49,7 +49,7 @@ def active_classifier() -> ClassifierVersion | None:
 @lru_cache(maxsize=2)
 def _load(classifier_path: str, embeddings_path: str, stamp: tuple[int, int]) -> tuple[dict[str, Any], Any]:
     """(classifier bundle, memory-mapped embeddings); ``stamp`` (file mtimes) keys the cache."""
-    from ml.embed import read_embeddings
+    from ml.embedding_store import read_embeddings
     from rgzlabel.learning.classifiers import load_classifier
 
     return load_classifier(ClassifierVersion(path=classifier_path)), read_embeddings(embeddings_path)

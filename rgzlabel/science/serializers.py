@@ -181,6 +181,27 @@ class NewClassificationSerializer(serializers.Serializer):
     )
 
 
+class NextQuerySerializer(serializers.Serializer):
+    workflow = serializers.SlugRelatedField(
+        slug_field="slug",
+        queryset=Workflow.objects.filter(is_active=True),
+        required=False,
+        help_text="workflow slug (default: the main one)",
+    )
+
+
+class ServedSourceSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    ra_deg = serializers.FloatField()
+    dec_deg = serializers.FloatField()
+    thumbnail = serializers.CharField(help_text="URL of the source's image")
+
+
+class NextSerializer(serializers.Serializer):
+    source = ServedSourceSerializer(allow_null=True, help_text="null when nothing is left to label")
+
+
 # --- model versions and jobs -----------------------------------------------------------------------
 class EncoderVersionSerializer(serializers.ModelSerializer):
     class Meta:

@@ -28,7 +28,7 @@ MAP_POINTS = 20_000
 @lru_cache(maxsize=2)
 def _normalised(embedding_set_id: int, path: str) -> tuple[np.ndarray, np.ndarray]:
     """(source ids, unit rows) of an embedding set; cached, since a set never changes once written."""
-    from ml.embed import read_embeddings
+    from ml.embedding_store import read_embeddings
     from ml.similarity import normalise
 
     stored = read_embeddings(path)
@@ -83,9 +83,22 @@ class SearchError(ValueError):
     """A similarity search that cannot run; the message says why, for the person searching."""
 
 
+@lru_cache(maxsize=1)
+def _encoder(checkpoint_path: str, stamp: int) -> Any:
+    """The encoder of a checkpoint, loaded once per web process (``stamp``: the file's mtime).
+
+    Search by image is the one web path that needs torch; it is imported on the first search,
+    never by the rest of the site, and the checkpoint is read once, not on every request.
+    """
+    from ml.checkpoint import load_encoder
+
+    return load_encoder(checkpoint_path).eval()
+
+
 def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
     """Sources most like an uploaded FITS cutout: preprocessed as at ingest, embedded by the active encoder."""
-    from ml.checkpoint import load_encoder
+    import os
+
     from ml.embed import embed
     from ml.fits_io import read_fits
     from ml.preprocess import preprocess
@@ -109,8 +122,12 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
     image = read_fits(path)  # FitsReadError / PreprocessError are ValueErrors with the reason
     cutout = preprocess(image.data, image.pixel_scale_arcsec)
     # Looked at the way the stored rows were, or the cosines would compare different things.
-    encoder = load_encoder(embedding_set.encoder.checkpoint_path)
-    query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]
+    checkpoint = embedding_set.encoder.checkpoint_path
+    try:
+        encoder = _encoder(checkpoint, os.stat(checkpoint).st_mtime_ns)
+    except OSError as exc:
+        raise SearchError(f"the active encoder's checkpoint cannot be read: {exc}") from exc
+    query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]  # type: ignore[arg-type]
     rows, scores = top_k(matrix, query, k)
     neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
     return [(neighbours[int(ids[r])], float(v)) for r, v in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
@@ -289,7 +306,7 @@ def loss_plot(encoder: EncoderVersion | None, running: Job | None = None) -> byt
         if total:
             axis.set_xlim(0, total)
         axis.set_title(f"Pretraining job #{running.pk} so far (step {steps_so_far[-1]}/{total or '?'})")
-    elif losses:
+    elif encoder is not None and losses:
         axis.plot(np.arange(1, len(losses) + 1), losses, lw=1)
         axis.set_xlabel("step")
         axis.set_ylabel("BYOL loss")

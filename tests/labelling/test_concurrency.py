@@ -14,7 +14,8 @@ import pytest
 from django.db import connection
 
 from rgzlabel.labelling.models import Classification, Subject
-from rgzlabel.labelling.services import VoteRejected, next_subject, record_classification
+from rgzlabel.labelling.services import RateLimited, VoteRejected, next_subject, record_classification
+from tests.voting import serve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,6 +43,9 @@ def test_concurrent_votes_are_each_recorded_once_and_retire_exactly(
     attempts = [(v, s, random.Random(v.pk * 1000 + s.pk).choice(["FRI", "FRII"])) for v in volunteers for s in sources]
     attempts += attempts[::3]  # double submits of a third of them
     random.Random(0).shuffle(attempts)
+    for volunteer in volunteers:
+        for source in sources:
+            serve(volunteer, source.pk, workflow)
 
     @in_thread
     def attempt(volunteer, source, label):
@@ -82,3 +86,27 @@ def test_concurrent_next_never_hands_out_more_slots_than_remain(django_user_mode
     assert len(served) == len(set(served))  # no subject needing one vote went to two volunteers
     assert set(served) <= sources
     assert len(served) == 5  # and every free slot was handed out
+
+
+def test_one_volunteer_firing_votes_at_once_stays_within_the_rate_limit(
+    volunteer, make_source, workflow, settings
+) -> None:
+    """200 concurrent votes of one volunteer against a limit of 60: exactly 60 stored."""
+    settings.RGZ_VOTES_PER_MINUTE = 60
+    sources = [make_source() for _ in range(200)]
+    for source in sources:
+        serve(volunteer, source.pk, workflow)
+
+    @in_thread
+    def attempt(source):
+        try:
+            record_classification(volunteer, source.pk, "FRI", workflow)
+            return "stored"
+        except RateLimited:
+            return "limited"
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = Counter(pool.map(attempt, sources))
+
+    assert Classification.objects.filter(volunteer=volunteer).count() == 60
+    assert results == {"stored": 60, "limited": 140}

@@ -8,6 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from rgzlabel.labelling.models import Classification, VolunteerProfile
+from tests.voting import serve
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +29,7 @@ def test_guests_are_refused_when_the_setting_forbids_them(client, settings) -> N
 def test_a_guest_keeps_their_votes_when_signing_up(client, make_source, django_user_model) -> None:
     source = make_source()
     client.post(reverse("labelling:guest"))
+    assert client.get(reverse("labelling:api-next")).json()["source"]["id"] == source.pk
     client.post(reverse("labelling:api-vote"), {"source": source.pk, "label": "FRII"})
     guest_id = Classification.objects.get().volunteer_id
 
@@ -59,8 +61,9 @@ def test_the_label_page_shows_the_next_source_and_the_tutorial_once(client, volu
     assert 'data-first-visit="0"' in client.get(reverse("labelling:label")).content.decode()
 
 
-def test_the_api_votes_and_answers_a_repeat_as_success(client, volunteer, make_source) -> None:
+def test_the_api_votes_and_answers_a_repeat_as_success(client, volunteer, make_source, workflow) -> None:
     source = make_source()
+    serve(volunteer, source.pk, workflow)
     client.force_login(volunteer)
     first = client.post(reverse("labelling:api-vote"), {"source": source.pk, "label": "hybrid"})
     again = client.post(reverse("labelling:api-vote"), {"source": source.pk, "label": "hybrid"})
@@ -82,9 +85,11 @@ def test_the_api_rejects_bad_votes_clearly(client, volunteer, make_source, data,
     assert not Classification.objects.exists()
 
 
-def test_the_api_answers_429_when_rate_limited(client, volunteer, make_source, settings) -> None:
+def test_the_api_answers_429_when_rate_limited(client, volunteer, make_source, settings, workflow) -> None:
     settings.RGZ_VOTES_PER_MINUTE = 1
     first, second = make_source(), make_source()
+    serve(volunteer, first.pk, workflow)
+    serve(volunteer, second.pk, workflow)
     client.force_login(volunteer)
     client.post(reverse("labelling:api-vote"), {"source": first.pk, "label": "FRI"})
     response = client.post(reverse("labelling:api-vote"), {"source": second.pk, "label": "FRI"})
@@ -105,8 +110,9 @@ def test_the_api_needs_a_volunteer(client, make_source) -> None:
     assert client.post(reverse("labelling:api-vote"), {"source": make_source().pk, "label": "FRI"}).status_code == 401
 
 
-def test_undo_and_skip_through_the_api(client, volunteer, make_source) -> None:
+def test_undo_and_skip_through_the_api(client, volunteer, make_source, workflow) -> None:
     first, second = make_source(), make_source()
+    serve(volunteer, first.pk, workflow)
     client.force_login(volunteer)
     client.post(reverse("labelling:api-vote"), {"source": first.pk, "label": "FRI"})
     undone = client.post(reverse("labelling:api-undo")).json()
@@ -120,11 +126,11 @@ def test_undo_and_skip_through_the_api(client, volunteer, make_source) -> None:
 def test_the_volunteer_page_counts_their_own_votes_only(
     client, volunteer, other_volunteer, make_source, workflow
 ) -> None:
-    from rgzlabel.labelling.services import record_classification
+    from tests.voting import served_vote
 
     for source in [make_source() for _ in range(3)]:
-        record_classification(volunteer, source.pk, "FRI", workflow)
-    record_classification(other_volunteer, make_source().pk, "FRII", workflow)
+        served_vote(volunteer, source.pk, "FRI", workflow)
+    served_vote(other_volunteer, make_source().pk, "FRII", workflow)
     client.force_login(volunteer)
     page = client.get(reverse("labelling:me")).content.decode()
     assert '<b id="n-votes">3</b>' in page

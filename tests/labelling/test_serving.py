@@ -6,14 +6,15 @@ import pytest
 from django.utils import timezone
 
 from rgzlabel.labelling.models import Assignment, GoldLabel, Subject, VolunteerProfile
-from rgzlabel.labelling.services import gold_rate, next_subject, record_classification, release
+from rgzlabel.labelling.services import gold_rate, next_subject, release
+from tests.voting import served_vote
 
 pytestmark = pytest.mark.django_db
 
 
 def test_next_skips_what_the_volunteer_classified_and_retired_subjects(volunteer, make_source, workflow) -> None:
     seen, retired, fresh = make_source(), make_source(), make_source()
-    record_classification(volunteer, seen.pk, "FRI", workflow)
+    served_vote(volunteer, seen.pk, "FRI", workflow)
     Subject.objects.filter(source=retired).update(retired_at=timezone.now())
     assert next_subject(volunteer, workflow).subject.source == fresh
 

@@ -15,6 +15,7 @@ from rgzlabel.labelling.services import (
     record_classification,
     undo_last_vote,
 )
+from tests.voting import served_vote
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,7 @@ def crowd(django_user_model):
 
 def test_it_records_one_vote_and_counts_it(volunteer, make_source, workflow) -> None:
     source = make_source()
-    outcome = record_classification(volunteer, source.pk, "FRII", workflow)
+    outcome = served_vote(volunteer, source.pk, "FRII", workflow)
     assert outcome.created and not outcome.retired
     assert Classification.objects.get().label == "FRII"
     subject = subject_of(source, workflow)
@@ -39,8 +40,8 @@ def test_it_records_one_vote_and_counts_it(volunteer, make_source, workflow) -> 
 
 def test_a_double_submit_records_one_vote_and_succeeds_twice(volunteer, make_source, workflow) -> None:
     source = make_source()
-    first = record_classification(volunteer, source.pk, "FRI", workflow)
-    second = record_classification(volunteer, source.pk, "FRI", workflow)
+    first = served_vote(volunteer, source.pk, "FRI", workflow)
+    second = served_vote(volunteer, source.pk, "FRI", workflow)
     assert (first.created, second.created) == (True, False)
     assert second.classification.pk == first.classification.pk
     assert Classification.objects.count() == 1
@@ -57,7 +58,7 @@ def test_the_database_refuses_a_second_vote_by_the_same_volunteer(volunteer, mak
 def test_it_rejects_an_unknown_label(volunteer, make_source, workflow) -> None:
     source = make_source()
     with pytest.raises(VoteRejected, match="unknown label 'FRIII'"):
-        record_classification(volunteer, source.pk, "FRIII", workflow)
+        served_vote(volunteer, source.pk, "FRIII", workflow)
     assert not Classification.objects.exists()
 
 
@@ -74,12 +75,11 @@ def test_it_retires_after_the_workflow_vote_count(crowd, make_source, workflow) 
     workflow.save()
     source = make_source()
     outcomes = [
-        record_classification(v, source.pk, label, workflow)
-        for v, label in zip(crowd, ["FRI", "FRII", "FRI"], strict=False)
+        served_vote(v, source.pk, label, workflow) for v, label in zip(crowd, ["FRI", "FRII", "FRI"], strict=False)
     ]
     assert [o.retired for o in outcomes] == [False, False, True]
     with pytest.raises(VoteRejected, match="already retired"):
-        record_classification(crowd[3], source.pk, "FRI", workflow)
+        served_vote(crowd[3], source.pk, "FRI", workflow)
     subject = subject_of(source, workflow)
     assert (subject.vote_count, subject.retire_reason, subject.consensus_label) == (3, "vote count", "FRI")
     assert subject.consensus_confidence == pytest.approx(2 / 3)
@@ -89,10 +89,10 @@ def test_it_retires_early_when_the_first_votes_agree(crowd, make_source, workflo
     workflow.retire_on_agreement = 2
     workflow.save()
     agreed, split = make_source(), make_source()
-    record_classification(crowd[0], agreed.pk, "FRII", workflow)
-    assert record_classification(crowd[1], agreed.pk, "FRII", workflow).retired
-    record_classification(crowd[0], split.pk, "FRII", workflow)
-    assert not record_classification(crowd[1], split.pk, "FRI", workflow).retired
+    served_vote(crowd[0], agreed.pk, "FRII", workflow)
+    assert served_vote(crowd[1], agreed.pk, "FRII", workflow).retired
+    served_vote(crowd[0], split.pk, "FRII", workflow)
+    assert not served_vote(crowd[1], split.pk, "FRI", workflow).retired
     assert subject_of(agreed, workflow).retire_reason == "agreement"
 
 
@@ -102,24 +102,24 @@ def test_disagreement_moves_the_subject_to_the_expert_workflow(crowd, make_sourc
     workflow.save()
     clear, unclear = make_source(), make_source()
     for volunteer, label in zip(crowd, ["FRI", "FRII", "FRI", "FRII"], strict=False):
-        record_classification(volunteer, unclear.pk, label, workflow)
+        served_vote(volunteer, unclear.pk, label, workflow)
     for volunteer in crowd[:4]:
-        record_classification(volunteer, clear.pk, "FRI", workflow)
+        served_vote(volunteer, clear.pk, "FRI", workflow)
     assert subject_of(unclear, workflow).retire_reason == "to expert"
     assert Subject.objects.filter(workflow=experts, source=unclear, retired_at__isnull=True).exists()
     assert subject_of(clear, workflow).retire_reason == "vote count"
     assert not Subject.objects.filter(workflow=experts, source=clear).exists()
     with pytest.raises(VoteRejected, match="for experts"):
-        record_classification(crowd[5], unclear.pk, "FRI", experts)
+        served_vote(crowd[5], unclear.pk, "FRI", experts)
 
 
 def test_the_rate_limit_stops_scripted_spam(volunteer, make_source, workflow, settings) -> None:
     settings.RGZ_VOTES_PER_MINUTE = 3
     sources = [make_source() for _ in range(4)]
     for source in sources[:3]:
-        record_classification(volunteer, source.pk, "FRI", workflow)
+        served_vote(volunteer, source.pk, "FRI", workflow)
     with pytest.raises(RateLimited, match="at most 3 votes a minute"):
-        record_classification(volunteer, sources[3].pk, "FRI", workflow)
+        served_vote(volunteer, sources[3].pk, "FRI", workflow)
     assert Classification.objects.count() == 3
 
 
@@ -127,8 +127,8 @@ def test_undo_takes_back_the_last_vote_and_reopens_the_subject(crowd, make_sourc
     workflow.retire_after = 2
     workflow.save()
     source = make_source()
-    record_classification(crowd[0], source.pk, "FRI", workflow)
-    assert record_classification(crowd[1], source.pk, "FRII", workflow).retired
+    served_vote(crowd[0], source.pk, "FRI", workflow)
+    assert served_vote(crowd[1], source.pk, "FRII", workflow).retired
 
     served = undo_last_vote(crowd[1], workflow)
 
@@ -136,12 +136,12 @@ def test_undo_takes_back_the_last_vote_and_reopens_the_subject(crowd, make_sourc
     subject = subject_of(source, workflow)
     assert (subject.vote_count, subject.retired_at, subject.consensus_label) == (1, None, "FRI")
     assert not Classification.objects.filter(volunteer=crowd[1]).exists()
-    assert record_classification(crowd[1], source.pk, "FRI", workflow).retired  # answers again
+    assert served_vote(crowd[1], source.pk, "FRI", workflow).retired  # answers again
 
 
 def test_undo_is_refused_after_the_window(volunteer, make_source, workflow) -> None:
     source = make_source()
-    record_classification(volunteer, source.pk, "FRI", workflow)
+    served_vote(volunteer, source.pk, "FRI", workflow)
     Classification.objects.update(created_at=timezone.now() - timedelta(seconds=workflow.undo_window_s + 1))
     assert undo_last_vote(volunteer, workflow) is None
     assert Classification.objects.count() == 1
@@ -152,8 +152,8 @@ def test_a_gold_answer_gets_feedback_and_counts_for_accuracy(volunteer, make_sou
     GoldLabel.objects.create(workflow=workflow, source=right, label="FRII", feedback="Note the hotspots.")
     GoldLabel.objects.create(workflow=workflow, source=wrong, label="FRII", feedback="Note the hotspots.")
 
-    good = record_classification(volunteer, right.pk, "FRII", workflow)
-    bad = record_classification(volunteer, wrong.pk, "FRI", workflow)
+    good = served_vote(volunteer, right.pk, "FRII", workflow)
+    bad = served_vote(volunteer, wrong.pk, "FRI", workflow)
 
     assert good.gold == {"correct": True, "expert_label": "FRII", "feedback": "Note the hotspots."}
     assert bad.gold["correct"] is False
@@ -174,8 +174,8 @@ def test_background_consensus_learns_volunteer_reliability(django_user_model, ma
     for i, source in enumerate(sources):
         truth = "FRI" if i % 2 else "FRII"
         for volunteer in good:
-            record_classification(volunteer, source.pk, truth, workflow)
-        record_classification(contrarian, source.pk, "FRII" if truth == "FRI" else "FRI", workflow)
+            served_vote(volunteer, source.pk, truth, workflow)
+        served_vote(contrarian, source.pk, "FRII" if truth == "FRI" else "FRI", workflow)
 
     report = recompute_consensus(workflow)
 
@@ -192,7 +192,7 @@ def test_a_repeat_of_the_vote_that_retired_a_subject_still_succeeds(volunteer, m
     workflow.retire_after = 1
     workflow.save()
     source = make_source()
-    first = record_classification(volunteer, source.pk, "FRI", workflow)
-    again = record_classification(volunteer, source.pk, "FRI", workflow)
+    first = served_vote(volunteer, source.pk, "FRI", workflow)
+    again = served_vote(volunteer, source.pk, "FRI", workflow)
     assert first.retired and not again.created
     assert again.classification.pk == first.classification.pk

@@ -101,7 +101,8 @@ def test_the_loop_end_to_end(celery_worker, django_user_model) -> None:
     from ml.datasets import read_griese
     from rgzlabel.catalog.services import ingest_records
     from rgzlabel.labelling.models import Subject
-    from rgzlabel.labelling.services import default_workflow, record_classification, sync_subjects
+    from rgzlabel.labelling.services import default_workflow, sync_subjects
+    from tests.voting import served_vote
 
     workflow = default_workflow()
     workflow.retire_after, workflow.gold_rate_start, workflow.gold_rate_min = 3, 0.0, 0.0
@@ -128,7 +129,7 @@ def test_the_loop_end_to_end(celery_worker, django_user_model) -> None:
     labelled = {s.pk: label for s, label in _sources_with_labels(fri[:8] + frii[:8])}
     for source_id, label in labelled.items():
         for volunteer in volunteers:
-            record_classification(volunteer, source_id, label, workflow)
+            served_vote(volunteer, source_id, label, workflow)
 
     retrain = wait_for_job(create_job(Job.Kind.RETRAIN).pk, celery_worker)
     assert retrain.state == Job.State.SUCCEEDED, retrain.error + retrain.traceback

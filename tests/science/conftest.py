@@ -53,9 +53,9 @@ def catalogue(make_source, workflow, volunteer, other_volunteer, tmp_path) -> Ca
     from ml.classifier import fit_classifier
     from ml.embed import write_embeddings
     from rgzlabel.catalog.models import Provenance
-    from rgzlabel.labelling.services import record_classification
     from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
     from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet
+    from tests.voting import served_vote
 
     sources = [make_source(ra_deg=150.0 + i, dec_deg=2.0, angular_size_arcsec=20.0 + i) for i in range(6)]
     Provenance.objects.create(source=sources[0], dataset="mirabest", external_id="42", catalogue_label="FRII")
@@ -77,6 +77,6 @@ def catalogue(make_source, workflow, volunteer, other_volunteer, tmp_path) -> Ca
         path=str(path),
         is_active=True,
     )
-    record_classification(volunteer, sources[0].pk, "FRII", workflow)
-    record_classification(other_volunteer, sources[0].pk, "FRII", workflow)
+    served_vote(volunteer, sources[0].pk, "FRII", workflow)
+    served_vote(other_volunteer, sources[0].pk, "FRII", workflow)
     return Catalogue(sources=sources, classifier=classifier, classes=classes)

@@ -48,9 +48,9 @@ def test_sources_without_a_classifier_have_no_prediction(api_as, make_source) ->
 
 
 def test_it_filters_by_label_and_confidence(api_as, catalogue, workflow, volunteer) -> None:
-    from rgzlabel.labelling.services import record_classification
+    from tests.voting import served_vote
 
-    record_classification(volunteer, catalogue.sources[1].pk, "FRI", workflow)
+    served_vote(volunteer, catalogue.sources[1].pk, "FRI", workflow)
     client = api_as("scientist")
     assert ids_in(client.get(reverse("api:source-list"), {"label": "FRII"})) == [catalogue.sources[0].pk]
     assert ids_in(client.get(reverse("api:source-list"), {"label": "FRI", "min_confidence": 0.9})) == [

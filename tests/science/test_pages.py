@@ -7,8 +7,8 @@ import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from rgzlabel.labelling.services import record_classification
 from rgzlabel.learning.models import EmbeddingSet
+from tests.voting import served_vote
 
 pytestmark = pytest.mark.django_db
 
@@ -72,8 +72,8 @@ def test_the_source_page_shows_position_votes_and_look_alikes(
     client, scientist_user, embedded, workflow, volunteer, other_volunteer
 ) -> None:
     source = embedded[0]
-    record_classification(volunteer, source.pk, "FRII", workflow)
-    record_classification(other_volunteer, source.pk, "FRII", workflow)
+    served_vote(volunteer, source.pk, "FRII", workflow)
+    served_vote(other_volunteer, source.pk, "FRII", workflow)
     client.force_login(scientist_user)
     page = client.get(reverse("science:source", args=[source.pk])).content.decode()
     assert "10h00m00.0s +02d00m00.0s" in page  # RA 150 deg, Dec 2 deg in sexagesimal
@@ -95,7 +95,7 @@ def test_similar_sources_rank_the_look_alike_first(embedded) -> None:
 def test_the_map_gives_a_point_per_source_coloured_by_consensus(
     client, scientist_user, embedded, workflow, volunteer
 ) -> None:
-    record_classification(volunteer, embedded[3].pk, "hybrid", workflow)
+    served_vote(volunteer, embedded[3].pk, "hybrid", workflow)
     client.force_login(scientist_user)
     data = client.get(reverse("science:map-data"), {"colour": "consensus"}).json()
     assert data["method"] == "PCA" and len(data["points"]) == 10
