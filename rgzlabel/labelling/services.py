@@ -21,7 +21,15 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
-from rgzlabel.labelling.models import Assignment, Classification, GoldLabel, Subject, VolunteerProfile, Workflow
+from rgzlabel.labelling.models import (
+    Assignment,
+    Classification,
+    Flag,
+    GoldLabel,
+    Subject,
+    VolunteerProfile,
+    Workflow,
+)
 
 DEFAULT_WORKFLOW_SLUG = "fr-morphology"
 #: How long a served subject holds its vote slot for the volunteer who got it.
@@ -34,6 +42,10 @@ class VoteRejected(ValueError):
 
 class RateLimited(VoteRejected):
     """Too many votes in the last minute."""
+
+
+class FlagRejected(ValueError):
+    """A flag that cannot be stored; the message names the field and is fit to show the volunteer."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,7 @@ def seed_gold_from_catalogue(workflow: Workflow, *, dataset: str = "griese", per
         candidates = sorted(
             Provenance.objects.filter(dataset=dataset, catalogue_label=key, source__cutout__isnull=False)
             .exclude(source__gold_labels__workflow=workflow)
+            .exclude(source__subjects__workflow=workflow, source__subjects__retire_reason=FIELD_GUIDE_REASON)
             .values_list("source_id", flat=True)
         )
         for source_id in random.Random(f"{seed}:{key}").sample(candidates, min(per_class, len(candidates))):
@@ -401,24 +414,138 @@ def undo_last_vote(volunteer: AbstractBaseUser, workflow: Workflow) -> Served | 
     return Served(subject, is_gold=False)
 
 
+# --- flags: "this one is interesting" ----------------------------------------------------------
+def flag_source(volunteer: AbstractBaseUser, source_id: int, note: str) -> tuple[Flag, bool]:
+    """Store (or edit) ``volunteer``'s note that a source is interesting; True when new.
+
+    The note is checked before anything is written, and the write is one statement, so a
+    refused flag leaves nothing behind.
+    """
+    text = " ".join(str(note or "").split())  # one short line: newlines and runs of spaces collapse
+    if not text:
+        raise FlagRejected("note: say in a few words what is interesting about this source")
+    if len(text) > Flag.NOTE_MAX_LENGTH:
+        raise FlagRejected(f"note: at most {Flag.NOTE_MAX_LENGTH} characters, this one has {len(text)}")
+    if not Source.objects.filter(pk=source_id).exists():
+        raise FlagRejected(f"source: there is no source {source_id}")
+    with transaction.atomic():
+        flag, created = Flag.objects.update_or_create(volunteer=volunteer, source_id=source_id, defaults={"note": text})
+    return flag, created
+
+
+def remove_flag(volunteer: AbstractBaseUser, source_id: int) -> bool:
+    """Withdraw ``volunteer``'s own flag on a source; False when there was none."""
+    deleted, _ = Flag.objects.filter(volunteer=volunteer, source_id=source_id).delete()
+    return bool(deleted)
+
+
+def flags_of(volunteer: AbstractBaseUser) -> list[Flag]:
+    """A volunteer's own flags, newest first (never anyone else's)."""
+    return list(Flag.objects.filter(volunteer=volunteer).select_related("source").order_by("-updated_at", "-id"))
+
+
+def flagged_sources(limit: int = 500) -> list[dict[str, Any]]:
+    """For scientists: flagged sources, most recently flagged first, each with every note."""
+    from rgzlabel.science.exports import anonymise_volunteer
+
+    flags = Flag.objects.select_related("source").order_by("-updated_at", "-id")
+    by_source: dict[int, dict[str, Any]] = {}
+    for flag in flags.iterator():
+        entry = by_source.get(flag.source_id)
+        if entry is None:
+            if len(by_source) >= limit:
+                continue
+            entry = by_source[flag.source_id] = {"source": flag.source, "notes": [], "last": flag.updated_at}
+        entry["notes"].append(
+            {"volunteer": anonymise_volunteer(flag.volunteer_id), "note": flag.note, "at": flag.updated_at}
+        )
+    return list(by_source.values())
+
+
+def flags_on(source: Source) -> list[dict[str, Any]]:
+    """Every note on one source, pseudonymous, newest first (the scientists' source page)."""
+    from rgzlabel.science.exports import anonymise_volunteer
+
+    return [
+        {"volunteer": anonymise_volunteer(volunteer_id), "note": note, "at": at}
+        for volunteer_id, note, at in Flag.objects.filter(source=source)
+        .order_by("-updated_at", "-id")
+        .values_list("volunteer_id", "note", "updated_at")
+    ]
+
+
 # --- what the page shows around the image --------------------------------------------------------
 #: Catalogue labels whose sources illustrate each class in the field guide.
 FIELD_GUIDE_LABELS = {"FRI": ["FRI"], "FRII": ["FRII"], "hybrid": ["hybrid"], "unsure": ["compact", "bent"]}
+#: The subjects shown as field-guide examples are retired with this reason: never served, never
+#: counted as consensus labels, so no volunteer is asked to classify an example they were shown.
+FIELD_GUIDE_REASON = "field guide"
+#: The largest extent an example may have (arcsec): 75 % of the 270-arcsec cutout, so the
+#: emission is whole inside the image, not cut by its edge or blended with a neighbour.
+FIELD_GUIDE_MAX_EXTENT_ARCSEC = 200.0
+
+
+def choose_field_guide_examples(workflow: Workflow, per_class: int = 3) -> int:
+    """Pick the field guide's examples per class and take them out of the queue; returns how many were added.
+
+    Candidates carry the class in a literature catalogue (provenance labels, the same that
+    seed the gold set), are not gold sources and have no votes yet. The criterion is the
+    angular extent of the emission above the noise threshold (computed at ingest): the
+    largest extent that still fits well inside the cutout, i.e. the best-resolved whole
+    source, so an example is never a dot. Re-running tops up classes that lack examples
+    (e.g. after hybrids were ingested) and leaves chosen ones in place.
+    """
+    added = 0
+    for item in workflow.classes:
+        labels = FIELD_GUIDE_LABELS.get(item["key"], [item["key"]])
+        chosen = Subject.objects.filter(
+            workflow=workflow, retire_reason=FIELD_GUIDE_REASON, source__provenances__catalogue_label__in=labels
+        )
+        needed = per_class - chosen.values("source").distinct().count()
+        if needed <= 0:
+            continue
+        candidates = list(
+            Source.objects.filter(
+                provenances__catalogue_label__in=labels,
+                cutout__isnull=False,
+                angular_size_arcsec__gt=0,
+                angular_size_arcsec__lte=FIELD_GUIDE_MAX_EXTENT_ARCSEC,
+            )
+            .exclude(gold_labels__workflow=workflow)
+            .exclude(classifications__workflow=workflow)
+            .exclude(subjects__workflow=workflow, subjects__retired_at__isnull=False)
+            .distinct()
+            .order_by("-angular_size_arcsec", "id")
+            .values_list("id", flat=True)[:needed]
+        )
+        with transaction.atomic():
+            for source_id in candidates:
+                Subject.objects.update_or_create(
+                    workflow=workflow,
+                    source_id=source_id,
+                    defaults={"retired_at": timezone.now(), "retire_reason": FIELD_GUIDE_REASON},
+                )
+            Assignment.objects.filter(subject__workflow=workflow, subject__source_id__in=candidates).delete()
+        added += len(candidates)
+    return added
 
 
 def field_guide(workflow: Workflow, per_class: int = 3) -> list[dict[str, Any]]:
-    """Real example sources per class, chosen from catalogue (provenance) labels."""
-    from rgzlabel.catalog.models import Provenance
-
+    """The chosen example sources per class (see :func:`choose_field_guide_examples`)."""
     guide = []
     for item in workflow.classes:
         labels = FIELD_GUIDE_LABELS.get(item["key"], [item["key"]])
         examples = list(
-            Provenance.objects.filter(catalogue_label__in=labels, source__cutout__isnull=False)
-            .order_by("source_id")
-            .values_list("source_id", "source__name")[:per_class]
+            Source.objects.filter(
+                subjects__workflow=workflow,
+                subjects__retire_reason=FIELD_GUIDE_REASON,
+                provenances__catalogue_label__in=labels,
+            )
+            .distinct()
+            .order_by("-angular_size_arcsec", "id")
+            .values_list("id", "name", "angular_size_arcsec")[:per_class]
         )
-        guide.append({**item, "examples": [{"id": i, "name": n} for i, n in examples]})
+        guide.append({**item, "examples": [{"id": i, "name": n, "size": size} for i, n, size in examples]})
     return guide
 
 
@@ -516,25 +643,39 @@ def volunteer_summary(volunteer: AbstractBaseUser, workflow: Workflow) -> dict[s
     }
 
 
-def model_effect(volunteer: AbstractBaseUser) -> str:
-    """How the classifier's accuracy moved since the volunteer's first vote, in words ('' if unknown)."""
+def model_effect(volunteer: AbstractBaseUser) -> dict[str, Any] | None:
+    """How the classifier changed since the volunteer's first vote, in figures (None before any retrain).
+
+    Compares the newest evaluated classifier trained after the first vote with the one the
+    volunteer started with (the newest before the first vote; when they started before any
+    classifier existed, the first one trained after). ``your_labels`` counts the consensus
+    labels the newest classifier learned from that the volunteer voted on.
+    """
     from rgzlabel.learning.models import ClassifierVersion
 
-    first_vote = (
-        Classification.objects.filter(volunteer=volunteer, is_gold=False)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
-        .first()
-    )
+    votes = Classification.objects.filter(volunteer=volunteer, is_gold=False)
+    first_vote = votes.order_by("created_at").values_list("created_at", flat=True).first()
     if first_vote is None:
-        return ""
-    evaluated = ClassifierVersion.objects.filter(metrics__accuracy__isnull=False)
-    before = evaluated.filter(created_at__lt=first_vote).order_by("-created_at").first()
-    after = evaluated.filter(created_at__gt=first_vote).order_by("-created_at").first()
-    if before is None or after is None:
-        return ""
-    start, now = 100 * before.metrics["accuracy"], 100 * after.metrics["accuracy"]
-    return (
-        f"Since your first vote the model has been retrained on {after.n_labels} consensus labels, yours among "
-        f"them: its accuracy moved from {start:.0f} % to {now:.0f} %."
-    )
+        return None
+    evaluated = ClassifierVersion.objects.filter(metrics__accuracy__isnull=False).order_by("created_at", "id")
+    since = list(evaluated.filter(created_at__gt=first_vote))
+    if not since:
+        return None
+    latest = since[-1]
+    baseline = evaluated.filter(created_at__lt=first_vote).last() or (since[0] if len(since) > 1 else None)
+    learned = Subject.objects.filter(
+        workflow_id__in=votes.values("workflow_id"),
+        retired_at__isnull=False,
+        source__classifications__in=votes,
+    ).exclude(retire_reason__in=["gold", FIELD_GUIDE_REASON, "to expert"])
+    if latest.labels_until is not None:
+        learned = learned.filter(retired_at__lte=latest.labels_until)
+    return {
+        "retrains": len(since),
+        "n_labels": latest.n_labels,
+        "your_labels": learned.distinct().count(),
+        "accuracy_now": 100 * float(latest.metrics["accuracy"]),
+        "accuracy_before": 100 * float(baseline.metrics["accuracy"]) if baseline is not None else None,
+        "evaluated_on": latest.metrics.get("evaluated_on", ""),
+        "classifier": latest.pk,
+    }

@@ -231,3 +231,4 @@ class ExportLinksSerializer(serializers.Serializer):
 class ExportIndexSerializer(serializers.Serializer):
     sources = ExportLinksSerializer()
     classifications = ExportLinksSerializer()
+    flags = ExportLinksSerializer()
