@@ -139,10 +139,9 @@ def test_your_effect_on_the_model_shows_real_figures_after_retrains(
     sources = [make_source() for _ in range(60)]
     centres = np.zeros((60, 8))
     centres[:30, 0], centres[30:, 0] = -3.0, 3.0
-    write_embeddings(embeddings_folder(), [s.pk for s in sources], (centres + rng.normal(0, 0.5, (60, 8))).astype("f4"))
-    activate_embedding_set(
-        EmbeddingSet.objects.create(method="pca", path=str(embeddings_folder()), n_sources=60, dim=8)
-    )
+    matrix = (centres + rng.normal(0, 0.5, (60, 8))).astype("f4")
+    folder = write_embeddings(embeddings_folder(), [s.pk for s in sources], matrix)
+    activate_embedding_set(EmbeddingSet.objects.create(method="pca", path=str(folder), n_sources=60, dim=8))
     workflow.retire_after = 2
     workflow.save()
     for i, source in enumerate(sources[:10] + sources[30:40]):  # the volunteer votes with a friend
