@@ -480,20 +480,40 @@ FIELD_GUIDE_LABELS = {"FRI": ["FRI"], "FRII": ["FRII"], "hybrid": ["hybrid"], "u
 #: The subjects shown as field-guide examples are retired with this reason: never served, never
 #: counted as consensus labels, so no volunteer is asked to classify an example they were shown.
 FIELD_GUIDE_REASON = "field guide"
-#: The largest extent an example may have (arcsec): 75 % of the 270-arcsec cutout, so the
-#: emission is whole inside the image, not cut by its edge or blended with a neighbour.
-FIELD_GUIDE_MAX_EXTENT_ARCSEC = 200.0
+#: What counts as the source in an example: patches of at least 20 pixels carrying 15 % of the
+#: brightness (stricter than the catalogue's angular size, so faint neighbours do not count).
+FIELD_GUIDE_MIN_PIXELS, FIELD_GUIDE_MIN_SHARE = 20, 0.15
+#: The largest extent an example may have (arcsec): 55 % of the 270-arcsec cutout, so the
+#: source is whole inside the image and not a crowded field.
+FIELD_GUIDE_MAX_EXTENT_ARCSEC = 150.0
+#: Candidates measured per class: the largest by stored angular size.
+FIELD_GUIDE_CANDIDATES = 300
+
+
+def field_guide_extent(source_id: int) -> float:
+    """The example criterion: extent (arcsec) of the source's substantial emission (see constants above)."""
+    from ml.preprocess import angular_extent_arcsec
+    from rgzlabel.catalog.models import Cutout
+
+    cutout = Cutout.objects.get(source_id=source_id)
+    return angular_extent_arcsec(
+        cutout.as_array(),
+        cutout.pixel_scale_arcsec,
+        min_pixels=FIELD_GUIDE_MIN_PIXELS,
+        min_share=FIELD_GUIDE_MIN_SHARE,
+    )
 
 
 def choose_field_guide_examples(workflow: Workflow, per_class: int = 3) -> int:
     """Pick the field guide's examples per class and take them out of the queue; returns how many were added.
 
     Candidates carry the class in a literature catalogue (provenance labels, the same that
-    seed the gold set), are not gold sources and have no votes yet. The criterion is the
-    angular extent of the emission above the noise threshold (computed at ingest): the
-    largest extent that still fits well inside the cutout, i.e. the best-resolved whole
-    source, so an example is never a dot. Re-running tops up classes that lack examples
-    (e.g. after hybrids were ingested) and leaves chosen ones in place.
+    seed the gold set), are not gold sources and have no votes yet. The criterion is measured
+    on the image: the extent of the substantial emission (patches of at least
+    ``FIELD_GUIDE_MIN_PIXELS`` pixels and ``FIELD_GUIDE_MIN_SHARE`` of the brightness), the
+    largest that stays within ``FIELD_GUIDE_MAX_EXTENT_ARCSEC``, i.e. the best-resolved source
+    that is whole in the cutout, never a dot nor a field of scattered neighbours. Re-running
+    tops up classes that lack examples (e.g. after hybrids were ingested) and keeps chosen ones.
     """
     added = 0
     for item in workflow.classes:
@@ -504,20 +524,23 @@ def choose_field_guide_examples(workflow: Workflow, per_class: int = 3) -> int:
         needed = per_class - chosen.values("source").distinct().count()
         if needed <= 0:
             continue
-        candidates = list(
+        pool = (
             Source.objects.filter(
-                provenances__catalogue_label__in=labels,
-                cutout__isnull=False,
-                angular_size_arcsec__gt=0,
-                angular_size_arcsec__lte=FIELD_GUIDE_MAX_EXTENT_ARCSEC,
+                provenances__catalogue_label__in=labels, cutout__isnull=False, angular_size_arcsec__gt=0
             )
             .exclude(gold_labels__workflow=workflow)
             .exclude(classifications__workflow=workflow)
             .exclude(subjects__workflow=workflow, subjects__retired_at__isnull=False)
             .distinct()
             .order_by("-angular_size_arcsec", "id")
-            .values_list("id", flat=True)[:needed]
+            .values_list("id", flat=True)[:FIELD_GUIDE_CANDIDATES]
         )
+        measured = [(field_guide_extent(source_id), source_id) for source_id in pool]
+        fitting = sorted(
+            ((extent, source_id) for extent, source_id in measured if 0 < extent <= FIELD_GUIDE_MAX_EXTENT_ARCSEC),
+            key=lambda pair: (-pair[0], pair[1]),
+        )
+        candidates = [source_id for _, source_id in fitting[:needed]]
         with transaction.atomic():
             for source_id in candidates:
                 Subject.objects.update_or_create(

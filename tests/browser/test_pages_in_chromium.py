@@ -78,7 +78,17 @@ def logged_in_page(browser, live_server, client, user):
 
 
 def labelled(make_source, label: str, size: float):
+    """A source with a literature label and a clear double-lobed image (about ``size`` arcsec across)."""
+    import numpy as np
+
+    from ml.thumbnail import render_thumbnail
+    from rgzlabel.catalog.models import Cutout
+
     source = make_source(angular_size_arcsec=size)
+    gap = int(size / 1.8) - 10
+    image = np.zeros((150, 150), dtype=np.uint8)
+    image[70:80, 75 - gap // 2 - 10 : 75 - gap // 2], image[70:80, 75 + gap // 2 : 75 + gap // 2 + 10] = 220, 160
+    Cutout.objects.filter(source=source).update(pixels=image.tobytes(), thumbnail_png=render_thumbnail(image))
     Provenance.objects.create(
         source=source, dataset="mirabest", external_id=f"{label}-{source.pk}", catalogue_label=label
     )

@@ -8,12 +8,14 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from rgzlabel.catalog.models import Provenance, Source
+from rgzlabel.catalog.models import Cutout, Provenance, Source
 from rgzlabel.labelling.models import Classification, GoldLabel, Subject
 from rgzlabel.labelling.services import (
+    FIELD_GUIDE_MAX_EXTENT_ARCSEC,
     FIELD_GUIDE_REASON,
     choose_field_guide_examples,
     field_guide,
+    field_guide_extent,
     next_subject,
     record_classification,
     seed_gold_from_catalogue,
@@ -53,21 +55,36 @@ def labelled(make_source, label: str, sizes: list[float], dataset: str = "mirabe
 def test_the_field_guide_shows_the_best_resolved_examples_of_every_class_and_never_serves_them(
     make_source, workflow, volunteer
 ) -> None:
-    fri = labelled(make_source, "FRI", [30.0, 120.0, 90.0, 60.0, 250.0])  # 250": larger than the cutout allows
+    fri = labelled(make_source, "FRI", [30.0, 120.0, 90.0, 60.0, 250.0])
     frii = labelled(make_source, "FRII", [15.0, 150.0, 140.0, 10.0])
     hybrid = labelled(make_source, "hybrid", [80.0])
     compact = labelled(make_source, "compact", [12.0, 8.0])
+    # Lobes at both edges of the cutout: wider than an example may be, however large its stored size.
+    wide = np.zeros((150, 150), dtype=np.uint8)
+    wide[70:80, 2:22] = wide[70:80, 128:148] = 200
+    Cutout.objects.filter(source=fri[4]).update(pixels=wide.tobytes())
+    two_lobes = np.zeros((150, 150), dtype=np.uint8)  # about 90" across
+    two_lobes[70:80, 50:60], two_lobes[70:80, 90:100] = 200, 150
+    Cutout.objects.filter(source=hybrid[0]).update(pixels=two_lobes.tobytes())
     voted = labelled(make_source, "FRII", [199.0])[0]
     record_classification(volunteer, voted.pk, "FRII", workflow)  # already in someone's answers: not an example
 
     assert choose_field_guide_examples(workflow, per_class=3) == 3 + 3 + 1 + 2
     guide = {c["key"]: [e["id"] for e in c["examples"]] for c in field_guide(workflow)}
-    assert guide == {
-        "FRI": [fri[1].pk, fri[2].pk, fri[3].pk],
-        "FRII": [frii[1].pk, frii[2].pk, frii[0].pk],
-        "hybrid": [hybrid[0].pk],
-        "unsure": [compact[0].pk, compact[1].pk],
+
+    def best(sources: list[Source], n: int) -> set[int]:
+        """The largest by the criterion measured on the image, all within the limit."""
+        measured = sorted((-field_guide_extent(s.pk), s.pk) for s in sources)
+        assert all(0 < -extent <= FIELD_GUIDE_MAX_EXTENT_ARCSEC for extent, _ in measured)
+        return {pk for _, pk in measured[:n]}
+
+    assert {k: set(v) for k, v in guide.items()} == {
+        "FRI": best(fri[:4], 3),
+        "FRII": best(frii, 3),  # never the voted one
+        "hybrid": {hybrid[0].pk},
+        "unsure": {compact[0].pk, compact[1].pk},
     }
+    assert field_guide_extent(fri[4].pk) > FIELD_GUIDE_MAX_EXTENT_ARCSEC
     examples = {i for ids in guide.values() for i in ids}
     assert Subject.objects.filter(source_id__in=examples, retire_reason=FIELD_GUIDE_REASON).count() == len(examples)
 
