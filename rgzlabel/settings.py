@@ -274,6 +274,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("RGZ_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Django's own default config gives "django" a console handler too; with the root's,
+        # every request warning would be printed twice. One handler: the root's.
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
         # kombu warns "No hostname was supplied" for the file-system transport, which has none.
         "kombu.connection": {"level": "ERROR" if CELERY_BROKER_URL == "filesystem://" else "WARNING"},
     },

@@ -6,6 +6,7 @@ from rgzlabel.science import views as science_views
 
 urlpatterns = [
     path("", science_views.home, name="home"),
+    path("favicon.ico", science_views.favicon, name="favicon"),
     path("accounts/signup/", labelling_views.signup, name="signup"),
     path("accounts/login/", labelling_views.LoginView.as_view(), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -7,14 +7,26 @@ sends messages, and the workers agree on the broker without a second source of t
 from __future__ import annotations
 
 import os
+import warnings
 
-import django
-from celery import Celery
+# Worker logs are files: a progress bar there is a wall of carriage returns. Jobs report
+# progress through their Job row instead. Set before anything imports tqdm (it reads the
+# environment once, at import).
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import django  # noqa: E402
+from celery import Celery  # noqa: E402
+from celery.exceptions import SecurityWarning  # noqa: E402
 from celery.signals import worker_shutting_down
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rgzlabel.settings")
 django.setup()
+
+if os.environ.get("RGZ_WORKER_AS_ROOT_OK") == "1":
+    # bin/start on one machine (often a root shell in a container) sets this: the JSON-only
+    # serializer config leaves nothing for Celery's "running as root" warning to protect.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
 
 app = Celery("rgzlabel", include=["workers.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -188,6 +188,17 @@ def _where(record: SourceRecord) -> str:
     return str(path) if record.dataset == InputKind.FITS else f"{path} ({record.name})"
 
 
+def _angular_size(record: SourceRecord, cutout: np.ndarray) -> float | None:
+    """The catalogue's size when it gives one, else the extent of the emission above the threshold."""
+    from ml.preprocess import TARGET_SCALE_ARCSEC, angular_extent_arcsec
+
+    given = record.extra.get("angular_size_arcsec")
+    if given is not None:
+        return float(given)
+    extent = angular_extent_arcsec(cutout, TARGET_SCALE_ARCSEC)
+    return round(extent, 1) if extent > 0 else None
+
+
 def ingest_record(
     record: SourceRecord, cutout: np.ndarray, index: SkyIndex, report: IngestReport, radius_arcsec: float
 ) -> None:
@@ -207,6 +218,7 @@ def ingest_record(
             if existing.source.provenances.order_by("id").first() == existing:
                 # The image shown for a source comes from its first provenance.
                 _write_cutout(existing.source, cutout, new_source=False)
+                Source.objects.filter(pk=existing.source_id).update(angular_size_arcsec=_angular_size(record, cutout))
             report.updated += 1
             return
 
@@ -226,7 +238,7 @@ def ingest_record(
                 ra_deg=record.ra_deg,
                 dec_deg=record.dec_deg,
                 survey=survey,
-                angular_size_arcsec=record.extra.get("angular_size_arcsec"),
+                angular_size_arcsec=_angular_size(record, cutout),
             )
             _write_cutout(source, cutout, new_source=True)
             report.ingested += 1
@@ -348,9 +360,12 @@ def ingest_dataset(
 def sync_subjects_after_ingest() -> int:
     """Give the new sources their labelling subjects; returns how many were created."""
     # Imported here: labelling depends on catalog, not the other way round.
-    from rgzlabel.labelling.services import sync_subjects
+    from rgzlabel.labelling.services import choose_field_guide_examples, default_workflow, sync_subjects
 
-    return sync_subjects()
+    created = sync_subjects()
+    # New catalogue labels (e.g. MiraBest's hybrids) may give a class its first field-guide examples.
+    choose_field_guide_examples(default_workflow())
+    return created
 
 
 # --- ingest as a background job -----------------------------------------------------------

@@ -200,3 +200,25 @@ class RateLimitCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope} {self.key[:8]}: {self.hits} since {self.window_start:%H:%M}"
+
+
+class Flag(models.Model):
+    """A volunteer's note that a source is interesting (like Radio Galaxy Zoo's Talk).
+
+    One per volunteer and source: flagging again edits the note. Volunteers see only their
+    own flags; scientists see every flag, with volunteers pseudonymous in the exports.
+    """
+
+    NOTE_MAX_LENGTH = 280
+
+    volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flags")
+    source = models.ForeignKey("catalog.Source", on_delete=models.CASCADE, related_name="flags")
+    note = models.CharField(max_length=NOTE_MAX_LENGTH, help_text="what is interesting about it, in a few words")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["volunteer", "source"], name="one_flag_per_volunteer")]
+
+    def __str__(self) -> str:
+        return f"{self.volunteer_id} flagged {self.source_id}"

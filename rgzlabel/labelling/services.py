@@ -22,7 +22,15 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
-from rgzlabel.labelling.models import Assignment, Classification, GoldLabel, Subject, VolunteerProfile, Workflow
+from rgzlabel.labelling.models import (
+    Assignment,
+    Classification,
+    Flag,
+    GoldLabel,
+    Subject,
+    VolunteerProfile,
+    Workflow,
+)
 
 DEFAULT_WORKFLOW_SLUG = "fr-morphology"
 #: How long a served subject holds its vote slot for the volunteer who got it.
@@ -35,6 +43,10 @@ class VoteRejected(ValueError):
 
 class RateLimited(VoteRejected):
     """Too many votes in the last minute."""
+
+
+class FlagRejected(ValueError):
+    """A flag that cannot be stored; the message names the field and is fit to show the volunteer."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,7 @@ def seed_gold_from_catalogue(workflow: Workflow, *, dataset: str = "griese", per
         candidates = sorted(
             Provenance.objects.filter(dataset=dataset, catalogue_label=key, source__cutout__isnull=False)
             .exclude(source__gold_labels__workflow=workflow)
+            .exclude(source__subjects__workflow=workflow, source__subjects__retire_reason=FIELD_GUIDE_REASON)
             .values_list("source_id", flat=True)
         )
         for source_id in random.Random(f"{seed}:{key}").sample(candidates, min(per_class, len(candidates))):
@@ -460,24 +473,161 @@ def remove_votes(classification_ids: list[int]) -> int:
     return removed
 
 
+# --- flags: "this one is interesting" ----------------------------------------------------------
+def flag_source(volunteer: AbstractBaseUser, source_id: int, note: str) -> tuple[Flag, bool]:
+    """Store (or edit) ``volunteer``'s note that a source is interesting; True when new.
+
+    The note is checked before anything is written, and the write is one statement, so a
+    refused flag leaves nothing behind.
+    """
+    text = " ".join(str(note or "").split())  # one short line: newlines and runs of spaces collapse
+    if not text:
+        raise FlagRejected("note: say in a few words what is interesting about this source")
+    if len(text) > Flag.NOTE_MAX_LENGTH:
+        raise FlagRejected(f"note: at most {Flag.NOTE_MAX_LENGTH} characters, this one has {len(text)}")
+    if not Source.objects.filter(pk=source_id).exists():
+        raise FlagRejected(f"source: there is no source {source_id}")
+    with transaction.atomic():
+        flag, created = Flag.objects.update_or_create(volunteer=volunteer, source_id=source_id, defaults={"note": text})
+    return flag, created
+
+
+def remove_flag(volunteer: AbstractBaseUser, source_id: int) -> bool:
+    """Withdraw ``volunteer``'s own flag on a source; False when there was none."""
+    deleted, _ = Flag.objects.filter(volunteer=volunteer, source_id=source_id).delete()
+    return bool(deleted)
+
+
+def flags_of(volunteer: AbstractBaseUser) -> list[Flag]:
+    """A volunteer's own flags, newest first (never anyone else's)."""
+    return list(Flag.objects.filter(volunteer=volunteer).select_related("source").order_by("-updated_at", "-id"))
+
+
+def flagged_sources(limit: int = 500) -> list[dict[str, Any]]:
+    """For scientists: flagged sources, most recently flagged first, each with every note."""
+    from rgzlabel.science.exports import anonymise_volunteer
+
+    flags = Flag.objects.select_related("source").order_by("-updated_at", "-id")
+    by_source: dict[int, dict[str, Any]] = {}
+    for flag in flags.iterator():
+        entry = by_source.get(flag.source_id)
+        if entry is None:
+            if len(by_source) >= limit:
+                continue
+            entry = by_source[flag.source_id] = {"source": flag.source, "notes": [], "last": flag.updated_at}
+        entry["notes"].append(
+            {"volunteer": anonymise_volunteer(flag.volunteer_id), "note": flag.note, "at": flag.updated_at}
+        )
+    return list(by_source.values())
+
+
+def flags_on(source: Source) -> list[dict[str, Any]]:
+    """Every note on one source, pseudonymous, newest first (the scientists' source page)."""
+    from rgzlabel.science.exports import anonymise_volunteer
+
+    return [
+        {"volunteer": anonymise_volunteer(volunteer_id), "note": note, "at": at}
+        for volunteer_id, note, at in Flag.objects.filter(source=source)
+        .order_by("-updated_at", "-id")
+        .values_list("volunteer_id", "note", "updated_at")
+    ]
+
+
 # --- what the page shows around the image --------------------------------------------------------
 #: Catalogue labels whose sources illustrate each class in the field guide.
 FIELD_GUIDE_LABELS = {"FRI": ["FRI"], "FRII": ["FRII"], "hybrid": ["hybrid"], "unsure": ["compact", "bent"]}
+#: The subjects shown as field-guide examples are retired with this reason: never served, never
+#: counted as consensus labels, so no volunteer is asked to classify an example they were shown.
+FIELD_GUIDE_REASON = "field guide"
+#: What counts as the source in an example: patches of at least 20 pixels carrying 15 % of the
+#: brightness (stricter than the catalogue's angular size, so faint neighbours do not count).
+FIELD_GUIDE_MIN_PIXELS, FIELD_GUIDE_MIN_SHARE = 20, 0.15
+#: The largest extent an example may have (arcsec): 55 % of the 270-arcsec cutout, so the
+#: source is whole inside the image and not a crowded field.
+FIELD_GUIDE_MAX_EXTENT_ARCSEC = 150.0
+#: Candidates measured per class: the largest by stored angular size.
+FIELD_GUIDE_CANDIDATES = 300
+
+
+def field_guide_extent(source_id: int) -> float:
+    """The example criterion: extent (arcsec) of the source's substantial emission (see constants above)."""
+    from ml.preprocess import angular_extent_arcsec
+    from rgzlabel.catalog.models import Cutout
+
+    cutout = Cutout.objects.get(source_id=source_id)
+    return angular_extent_arcsec(
+        cutout.as_array(),
+        cutout.pixel_scale_arcsec,
+        min_pixels=FIELD_GUIDE_MIN_PIXELS,
+        min_share=FIELD_GUIDE_MIN_SHARE,
+    )
+
+
+def choose_field_guide_examples(workflow: Workflow, per_class: int = 3) -> int:
+    """Pick the field guide's examples per class and take them out of the queue; returns how many were added.
+
+    Candidates carry the class in a literature catalogue (provenance labels, the same that
+    seed the gold set), are not gold sources and have no votes yet. The criterion is measured
+    on the image: the extent of the substantial emission (patches of at least
+    ``FIELD_GUIDE_MIN_PIXELS`` pixels and ``FIELD_GUIDE_MIN_SHARE`` of the brightness), the
+    largest that stays within ``FIELD_GUIDE_MAX_EXTENT_ARCSEC``, i.e. the best-resolved source
+    that is whole in the cutout, never a dot nor a field of scattered neighbours. Re-running
+    tops up classes that lack examples (e.g. after hybrids were ingested) and keeps chosen ones.
+    """
+    added = 0
+    for item in workflow.classes:
+        labels = FIELD_GUIDE_LABELS.get(item["key"], [item["key"]])
+        chosen = Subject.objects.filter(
+            workflow=workflow, retire_reason=FIELD_GUIDE_REASON, source__provenances__catalogue_label__in=labels
+        )
+        needed = per_class - chosen.values("source").distinct().count()
+        if needed <= 0:
+            continue
+        pool = (
+            Source.objects.filter(
+                provenances__catalogue_label__in=labels, cutout__isnull=False, angular_size_arcsec__gt=0
+            )
+            .exclude(gold_labels__workflow=workflow)
+            .exclude(classifications__workflow=workflow)
+            .exclude(subjects__workflow=workflow, subjects__retired_at__isnull=False)
+            .distinct()
+            .order_by("-angular_size_arcsec", "id")
+            .values_list("id", flat=True)[:FIELD_GUIDE_CANDIDATES]
+        )
+        measured = [(field_guide_extent(source_id), source_id) for source_id in pool]
+        fitting = sorted(
+            ((extent, source_id) for extent, source_id in measured if 0 < extent <= FIELD_GUIDE_MAX_EXTENT_ARCSEC),
+            key=lambda pair: (-pair[0], pair[1]),
+        )
+        candidates = [source_id for _, source_id in fitting[:needed]]
+        with transaction.atomic():
+            for source_id in candidates:
+                Subject.objects.update_or_create(
+                    workflow=workflow,
+                    source_id=source_id,
+                    defaults={"retired_at": timezone.now(), "retire_reason": FIELD_GUIDE_REASON},
+                )
+            Assignment.objects.filter(subject__workflow=workflow, subject__source_id__in=candidates).delete()
+        added += len(candidates)
+    return added
 
 
 def field_guide(workflow: Workflow, per_class: int = 3) -> list[dict[str, Any]]:
-    """Real example sources per class, chosen from catalogue (provenance) labels."""
-    from rgzlabel.catalog.models import Provenance
-
+    """The chosen example sources per class (see :func:`choose_field_guide_examples`)."""
     guide = []
     for item in workflow.classes:
         labels = FIELD_GUIDE_LABELS.get(item["key"], [item["key"]])
         examples = list(
-            Provenance.objects.filter(catalogue_label__in=labels, source__cutout__isnull=False)
-            .order_by("source_id")
-            .values_list("source_id", "source__name")[:per_class]
+            Source.objects.filter(
+                subjects__workflow=workflow,
+                subjects__retire_reason=FIELD_GUIDE_REASON,
+                provenances__catalogue_label__in=labels,
+            )
+            .distinct()
+            .order_by("-angular_size_arcsec", "id")
+            .values_list("id", "name", "angular_size_arcsec")[:per_class]
         )
-        guide.append({**item, "examples": [{"id": i, "name": n} for i, n in examples]})
+        guide.append({**item, "examples": [{"id": i, "name": n, "size": size} for i, n, size in examples]})
     return guide
 
 
@@ -583,25 +733,39 @@ def volunteer_summary(volunteer: User, workflow: Workflow) -> dict[str, Any]:
     }
 
 
-def model_effect(volunteer: User) -> str:
-    """How the classifier's accuracy moved since the volunteer's first vote, in words ('' if unknown)."""
+def model_effect(volunteer: User) -> dict[str, Any] | None:
+    """How the classifier changed since the volunteer's first vote, in figures (None before any retrain).
+
+    Compares the newest evaluated classifier trained after the first vote with the one the
+    volunteer started with (the newest before the first vote; when they started before any
+    classifier existed, the first one trained after). ``your_labels`` counts the consensus
+    labels the newest classifier learned from that the volunteer voted on.
+    """
     from rgzlabel.learning.models import ClassifierVersion
 
-    first_vote = (
-        Classification.objects.filter(volunteer=volunteer, is_gold=False)
-        .order_by("created_at")
-        .values_list("created_at", flat=True)
-        .first()
-    )
+    votes = Classification.objects.filter(volunteer=volunteer, is_gold=False)
+    first_vote = votes.order_by("created_at").values_list("created_at", flat=True).first()
     if first_vote is None:
-        return ""
-    evaluated = ClassifierVersion.objects.filter(metrics__accuracy__isnull=False)
-    before = evaluated.filter(created_at__lt=first_vote).order_by("-created_at").first()
-    after = evaluated.filter(created_at__gt=first_vote).order_by("-created_at").first()
-    if before is None or after is None:
-        return ""
-    start, now = 100 * before.metrics["accuracy"], 100 * after.metrics["accuracy"]
-    return (
-        f"Since your first vote the model has been retrained on {after.n_labels} consensus labels, yours among "
-        f"them: its accuracy moved from {start:.0f} % to {now:.0f} %."
-    )
+        return None
+    evaluated = ClassifierVersion.objects.filter(metrics__accuracy__isnull=False).order_by("created_at", "id")
+    since = list(evaluated.filter(created_at__gt=first_vote))
+    if not since:
+        return None
+    latest = since[-1]
+    baseline = evaluated.filter(created_at__lt=first_vote).last() or (since[0] if len(since) > 1 else None)
+    learned = Subject.objects.filter(
+        workflow_id__in=votes.values("workflow_id"),
+        retired_at__isnull=False,
+        source__classifications__in=votes,
+    ).exclude(retire_reason__in=["gold", FIELD_GUIDE_REASON, "to expert"])
+    if latest.labels_until is not None:
+        learned = learned.filter(retired_at__lte=latest.labels_until)
+    return {
+        "retrains": len(since),
+        "n_labels": latest.n_labels,
+        "your_labels": learned.distinct().count(),
+        "accuracy_now": 100 * float(latest.metrics["accuracy"]),
+        "accuracy_before": 100 * float(baseline.metrics["accuracy"]) if baseline is not None else None,
+        "evaluated_on": latest.metrics.get("evaluated_on", ""),
+        "classifier": latest.pk,
+    }

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from rgzlabel.labelling import services, throttle
 from rgzlabel.labelling.forms import SignupForm, ThrottledAuthenticationForm
-from rgzlabel.labelling.models import VolunteerProfile
+from rgzlabel.labelling.models import Flag, VolunteerProfile
 
 
 def _source_json(served: services.Served) -> dict[str, Any]:
@@ -142,6 +142,7 @@ def label(request: HttpRequest) -> HttpResponse:
             "is_guest": profile.is_guest,
             "field_guide": services.field_guide(workflow),
             "votes_cast": request.user.classifications.count(),
+            "note_max_length": Flag.NOTE_MAX_LENGTH,
         },
     )
 
@@ -198,8 +199,67 @@ def api_vote(request: HttpRequest) -> JsonResponse:
             "retired": outcome.retired,
             "gold": outcome.gold,
             "gold_message": services.gold_message(outcome.gold) if outcome.gold else None,
+            # The feedback is about this source, not the next one: the page shows its image beside it.
+            "gold_source": _gold_source_json(outcome.classification) if outcome.gold else None,
         }
     )
+
+
+def _gold_source_json(classification) -> dict[str, Any]:
+    return {
+        "id": classification.source_id,
+        "name": classification.source.name,
+        "thumbnail": reverse("catalog:thumbnail", args=[classification.source_id]),
+    }
+
+
+@require_POST
+@api_login_required
+def api_flag(request: HttpRequest) -> JsonResponse:
+    """Flag a source as interesting with a short note (again: edit the note)."""
+    source_id = _source_id(request)
+    if source_id is None:
+        return JsonResponse({"error": "source: the flag named no source"}, status=400)
+    try:
+        flag, created = services.flag_source(request.user, source_id, request.POST.get("note", ""))
+    except services.FlagRejected as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse({"ok": True, "created": created, "source": flag.source_id, "note": flag.note})
+
+
+@login_required
+@require_POST
+def flag(request: HttpRequest) -> HttpResponse:
+    """The no-JavaScript path of flagging: a form post, then back to the page."""
+    source_id = _source_id(request)
+    try:
+        if source_id is None:
+            raise services.FlagRejected("source: the flag named no source")
+        services.flag_source(request.user, source_id, request.POST.get("note", ""))
+    except services.FlagRejected as exc:
+        messages.error(request, f"Not flagged: {exc}")
+    else:
+        messages.success(request, "Flagged for the scientists. Thank you!")
+    return redirect("labelling:me" if request.POST.get("next") == "me" else "labelling:label")
+
+
+@login_required
+@require_POST
+def unflag(request: HttpRequest) -> HttpResponse:
+    source_id = _source_id(request)
+    if source_id is not None and services.remove_flag(request.user, source_id):
+        messages.success(request, "Flag removed.")
+    return redirect("labelling:me")
+
+
+@login_required
+@require_http_methods(["GET"])
+def guest_logout(request: HttpRequest) -> HttpResponse:
+    """Before a guest logs out: their votes stay with the guest account, which they cannot reopen."""
+    profile = services.profile_of(request.user)
+    if not profile.is_guest:
+        return redirect("labelling:me")
+    return render(request, "labelling/guest_logout.html", {"votes_cast": request.user.classifications.count()})
 
 
 @require_POST
@@ -237,5 +297,9 @@ def me(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "labelling/me.html",
-        {"summary": services.volunteer_summary(volunteer_of(request), workflow), "workflow": workflow},
+        {
+            "summary": services.volunteer_summary(volunteer_of(request), workflow),
+            "workflow": workflow,
+            "flags": services.flags_of(volunteer_of(request)),
+        },
     )

@@ -30,7 +30,7 @@ def consensus_labels(workflow) -> tuple[np.ndarray, list[str], Any]:
     classes = classifier_classes(workflow)
     rows = (
         Subject.objects.filter(workflow=workflow, retired_at__isnull=False)
-        .exclude(retire_reason__in=["gold", "to expert"])
+        .exclude(retire_reason__in=["gold", "field guide", "to expert"])
         .values_list("source_id", "weighted_label", "consensus_label")
     )
     ids, labels = [], []

@@ -46,7 +46,7 @@ def learning_tick() -> dict[str, Any]:
     if EmbeddingSet.objects.filter(is_active=True).exists():
         active = ClassifierVersion.objects.filter(is_active=True).first()
         new_labels = Subject.objects.filter(workflow=workflow, retired_at__isnull=False).exclude(
-            retire_reason__in=["gold", "to expert"]
+            retire_reason__in=["gold", "field guide", "to expert"]
         )
         if active is not None and active.labels_until is not None:
             new_labels = new_labels.filter(retired_at__gt=active.labels_until)

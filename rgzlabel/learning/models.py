@@ -171,6 +171,9 @@ class QueuePolicy(models.Model):
     seed = models.PositiveIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name_plural = "queue policies"
+
     def __str__(self) -> str:
         return f"{self.policy} for {self.workflow}"
 

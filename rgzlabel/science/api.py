@@ -277,3 +277,11 @@ class ClassificationsExportView(ExportView):
     @extend_schema(responses=_DOWNLOAD_RESPONSES)
     def get(self, request: Request):
         return self.download(exports.export_classifications())
+
+
+class FlagsExportView(ExportView):
+    """One row per flag: the sources volunteers marked as interesting, with their notes."""
+
+    @extend_schema(responses=_DOWNLOAD_RESPONSES)
+    def get(self, request: Request):
+        return self.download(exports.export_flags())

@@ -7,7 +7,11 @@ from rgzlabel.science.exports import FORMATS
 
 app_name = "exports"
 
-_VIEWS = {"sources": api.SourcesExportView, "classifications": api.ClassificationsExportView}
+_VIEWS = {
+    "sources": api.SourcesExportView,
+    "classifications": api.ClassificationsExportView,
+    "flags": api.FlagsExportView,
+}
 
 urlpatterns = [
     path(f"{dataset}.{extension}", view.as_view(file_format=file_format), name=f"{dataset}-{file_format}")

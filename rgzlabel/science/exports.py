@@ -19,10 +19,10 @@ from itertools import islice
 from typing import IO, Any
 
 import numpy as np
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils.crypto import salted_hmac
 
-from rgzlabel.labelling.models import Classification, Workflow
+from rgzlabel.labelling.models import Classification, Flag, Workflow
 from rgzlabel.science.predictions import active_classifier, predict_sources
 
 CHUNK_SIZE = 2000
@@ -32,7 +32,7 @@ FORMATS = {
     "votable": ("vot", "application/x-votable+xml"),
     "fits": ("fits", "application/fits"),
 }
-DATASETS = ("sources", "classifications")
+DATASETS = ("sources", "classifications", "flags")
 _NUMPY_TYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_, "str": np.str_}
 
 
@@ -88,6 +88,7 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
         Column("weighted_confidence", "float", "Dawid-Skene probability of weighted_label"),
         Column("predicted_label", "str", f"most probable class of classifier {classifier.pk if classifier else '-'}"),
         *[Column(f"p_{c}", "float", f"classifier probability of {c}") for c in classes],
+        Column("n_flags", "int", "volunteers who flagged the source as interesting (notes in the flags export)"),
     ]
     fields = (
         "pk", "name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec",
@@ -97,6 +98,12 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
     def chunks() -> Iterator[list[tuple]]:
         for chunk in batched(sources.values_list(*fields).iterator(chunk_size=chunk_size), chunk_size):
             predictions = predict_sources([row[0] for row in chunk], classifier) if classifier else None
+            flag_counts = dict(
+                Flag.objects.filter(source_id__in=[row[0] for row in chunk])
+                .values("source_id")
+                .annotate(n=Count("id"))
+                .values_list("source_id", "n")
+            )
             rows = []
             for pk, name, ra, dec, survey, size, votes, retired_at, label, confidence, weighted, wconf in chunk:
                 probabilities = predictions.by_source.get(pk) if predictions else None
@@ -106,6 +113,7 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
                         label or "", confidence, weighted or "", wconf,
                         predictions.label_of(pk) if predictions else "",
                         *(probabilities.tolist() if probabilities is not None else [None] * len(classes)),
+                        flag_counts.get(pk, 0),
                     )
                 )  # fmt: skip
             yield rows
@@ -155,10 +163,46 @@ def export_classifications(chunk_size: int = CHUNK_SIZE) -> Export:
     return Export("classifications", columns, chunks, "rgzlabel classifications: one row per volunteer vote")
 
 
+def export_flags(chunk_size: int = CHUNK_SIZE) -> Export:
+    """One row per flag: pseudonymous volunteer, source, position and the volunteer's note."""
+    columns = [
+        Column("volunteer", "str", "pseudonymous volunteer id (stable keyed hash)"),
+        Column("source_id", "int", "rgzlabel source id"),
+        Column("source_name", "str", "source name"),
+        Column("ra_deg", "float", "J2000 right ascension", "deg"),
+        Column("dec_deg", "float", "J2000 declination", "deg"),
+        Column("note", "str", "the volunteer's note (plain text, one line)"),
+        Column("flagged_at", "str", "time of the flag (or its last edit), UTC, ISO 8601"),
+    ]
+    flags = Flag.objects.order_by("pk").values_list(
+        "volunteer_id", "source_id", "source__name", "source__ra_deg", "source__dec_deg", "note", "updated_at"
+    )
+
+    def chunks() -> Iterator[list[tuple]]:
+        pseudonyms: dict[int, str] = {}
+        for chunk in batched(flags.iterator(chunk_size=chunk_size), chunk_size):
+            yield [
+                (
+                    pseudonyms.setdefault(volunteer_id, anonymise_volunteer(volunteer_id)),
+                    source_id, name, ra, dec, note, at.astimezone(UTC).isoformat(timespec="seconds"),
+                )
+                for volunteer_id, source_id, name, ra, dec, note, at in chunk
+            ]  # fmt: skip
+
+    return Export("flags", columns, chunks, "rgzlabel flags: sources volunteers marked as interesting, with notes")
+
+
 # --- writing ------------------------------------------------------------------------------------------
+#: A cell starting with one of these is a formula to a spreadsheet (CSV injection, OWASP).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        # Free text from volunteers (notes) must never run as a formula when the CSV is opened.
+        return "'" + value
     return value
 
 
@@ -209,6 +253,12 @@ def write_table(export: Export, file_format: str) -> IO[bytes]:
     table = build_table(export)
     if file_format == "fits":  # FITS keywords have 8 characters: the description goes in a COMMENT card
         table.meta = {"comments": [export.description]}
+        for column in export.columns:
+            # FITS strings are ASCII: keep volunteers' accents and emoji as \u escapes, not a crash.
+            if column.kind == "str" and len(table) and table[column.name].dtype.kind == "U":
+                values = [v.encode("ascii", "backslashreplace").decode("ascii") for v in table[column.name]]
+                table.replace_column(column.name, np.array(values, dtype=np.str_))
+                table[column.name].description = column.description
     output = tempfile.TemporaryFile()  # noqa: SIM115 - the caller's response streams and closes it
     table.write(output, format=file_format)
     output.seek(0)

@@ -252,3 +252,4 @@ class ExportLinksSerializer(serializers.Serializer):
 class ExportIndexSerializer(serializers.Serializer):
     sources = ExportLinksSerializer()
     classifications = ExportLinksSerializer()
+    flags = ExportLinksSerializer()

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling.models import Classification, Subject
-from rgzlabel.labelling.services import default_workflow
+from rgzlabel.labelling.services import default_workflow, flags_on
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 
 #: Points drawn on the embedding map at most; a random (seeded) subset beyond that.
@@ -184,6 +184,7 @@ def source_report(source: Source) -> dict[str, Any]:
         "n_votes": sum(votes.values()),
         "predictions": predictions(source),
         "similar": similar_sources(source),
+        "flags": flags_on(source),
     }
     if source.ra_deg is not None and source.dec_deg is not None:
         report["sexagesimal"] = sexagesimal(source.ra_deg, source.dec_deg)
@@ -194,7 +195,7 @@ def source_report(source: Source) -> dict[str, Any]:
 # --- the campaign --------------------------------------------------------------------------------------
 def campaign_summary(days: int = 30) -> dict[str, Any]:
     workflow = default_workflow()
-    subjects = Subject.objects.filter(workflow=workflow).exclude(retire_reason="gold")
+    subjects = Subject.objects.filter(workflow=workflow).exclude(retire_reason__in=["gold", "field guide"])
     since = timezone.now() - timedelta(days=days)
     per_day = list(
         Classification.objects.filter(created_at__gte=since)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("map.json", views.embedding_map_data, name="map-data"),
     path("sources/<int:source_id>/", views.source_page, name="source"),
     path("search/", views.search, name="search"),
+    path("flags/", views.flagged_sources, name="flags"),
 ]

@@ -6,7 +6,6 @@ from functools import wraps
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
@@ -18,18 +17,33 @@ from rgzlabel.science import services
 
 
 def scientist_required(view):
-    """Scientists (the `scientists` group) and staff only; others are sent to log in or refused."""
-    from rgzlabel.science.roles import is_scientist
+    """Scientists (the `scientists` group) and staff only; others are sent to log in or refused.
+
+    A refusal is an answer, not an error: rendered here rather than raised as
+    PermissionDenied, which Django would log with a traceback.
+    """
+    from rgzlabel.science.roles import SCIENTISTS_GROUP, is_scientist
 
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not is_scientist(request.user):
-            raise PermissionDenied("for scientists")
+            context = {"role": "scientist", "group": SCIENTISTS_GROUP, "path": request.path}
+            return render(request, "403.html", context, status=403)
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Browsers ask for /favicon.ico on every page; answer with the static icon."""
+    from django.conf import settings
+
+    response = HttpResponse((settings.BASE_DIR / "static" / "favicon.ico").read_bytes(), content_type="image/x-icon")
+    response["Cache-Control"] = "public, max-age=86400"
+    return response
 
 
 @require_GET
@@ -37,7 +51,9 @@ def home(request: HttpRequest) -> HttpResponse:
     """The campaign at a glance, including the progress of background training."""
     context = {
         "n_sources": Source.objects.count(),
-        "n_retired": Subject.objects.filter(retired_at__isnull=False).exclude(retire_reason="gold").count(),
+        "n_retired": Subject.objects.filter(retired_at__isnull=False)
+        .exclude(retire_reason__in=["gold", "field guide"])
+        .count(),
         "n_votes": Classification.objects.count(),
         "n_volunteers": get_user_model().objects.filter(classifications__isnull=False).distinct().count(),
         "embedding_set": EmbeddingSet.objects.filter(is_active=True).select_related("encoder").first(),
@@ -72,7 +88,9 @@ def plot(request: HttpRequest, name: str) -> HttpResponse:
 @scientist_required
 @require_GET
 def embedding_map(request: HttpRequest) -> HttpResponse:
-    return render(request, "science/map.html", {"pretraining": services.pretraining_status()})
+    # Colouring by size is offered only when some source has one (sizes come from ingest).
+    has_sizes = Source.objects.filter(angular_size_arcsec__gt=0).exists()
+    return render(request, "science/map.html", {"pretraining": services.pretraining_status(), "has_sizes": has_sizes})
 
 
 @scientist_required
@@ -88,6 +106,15 @@ def embedding_map_data(request: HttpRequest) -> JsonResponse:
 @require_GET
 def source_page(request: HttpRequest, source_id: int) -> HttpResponse:
     return render(request, "science/source.html", services.source_report(get_object_or_404(Source, pk=source_id)))
+
+
+@scientist_required
+@require_GET
+def flagged_sources(request: HttpRequest) -> HttpResponse:
+    """Sources volunteers flagged as interesting, newest note first."""
+    from rgzlabel.labelling.services import flagged_sources as flagged
+
+    return render(request, "science/flags.html", {"flagged": flagged()})
 
 
 @scientist_required

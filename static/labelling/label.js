@@ -40,9 +40,22 @@
     return `${sign}${pad(a, 2)}${hours ? "h" : "°"}${pad(b, 2)}${hours ? "m" : "′"}${c.toFixed(hours ? 1 : 0).padStart(hours ? 4 : 2, "0")}${hours ? "s" : "″"}`;
   };
 
-  function say(text, kind) {
+  const feedbackImage = $("feedback-image");
+
+  // `about`: the source a message is about (gold feedback arrives after the next image is
+  // shown, so its own thumbnail goes beside the words).
+  function say(text, kind, about) {
     feedback.textContent = text || "";
     feedback.className = kind || "";
+    feedbackImage.hidden = !about;
+    if (about) {
+      feedbackImage.src = about.thumbnail;
+      feedbackImage.alt = `The source this is about: ${about.name}`;
+      feedbackImage.dataset.source = about.id;
+    } else {
+      feedbackImage.removeAttribute("src");
+      delete feedbackImage.dataset.source;
+    }
   }
 
   // The image in the chosen stretch; the default is the stored thumbnail, cached by the browser.
@@ -60,6 +73,9 @@
     $("done").hidden = true;
     image.src = thumbnailUrl(source);
     $("source-id").value = source.id;
+    $("flag-source").value = source.id;
+    $("flag-status").textContent = "";
+    $("flag-box").open = false;
     $("source-name").textContent = source.name;
     $("source-position").textContent =
       source.ra_deg == null ? "" : `RA ${sexagesimal(source.ra_deg, true)}, Dec ${sexagesimal(source.dec_deg, false)}`;
@@ -104,7 +120,7 @@
         return;
       }
       if (body.created) $("votes-cast").textContent = Number($("votes-cast").textContent) + 1;
-      if (body.gold) say(body.gold_message, body.gold.correct ? "gold-right" : "gold-wrong");
+      if (body.gold) say(body.gold_message, body.gold.correct ? "gold-right" : "gold-wrong", body.gold_source);
       else say("");
       armUndo();
       await advance();
@@ -182,6 +198,21 @@
     event.preventDefault();
     const label = event.submitter && event.submitter.value;
     if (label) vote(label);
+  });
+  $("flag-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!current) return;
+    const status = $("flag-status");
+    try {
+      const response = await post($("flag-form").dataset.api, { source: current.id, note: $("flag-note").value });
+      const body = await response.json();
+      status.className = response.ok ? "" : "error";
+      status.textContent = response.ok ? `Flagged ${current.name}: thank you!` : body.error;
+      if (response.ok) $("flag-note").value = "";
+    } catch (error) {
+      status.className = "error";
+      status.textContent = "Connection problem: the flag was not sent. Try again.";
+    }
   });
   $("skip").addEventListener("click", skip);
   undoButton.addEventListener("click", undo);

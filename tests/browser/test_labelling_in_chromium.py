@@ -50,6 +50,13 @@ def test_a_volunteer_signs_up_and_labels_with_the_keyboard(live_server, page, sc
     press_and_wait_for_next(page, "2")
     page.wait_for_selector("#feedback.gold-right")
     assert "Note the hotspots" in page.inner_text("#feedback")
+    # The feedback is about the gold source, no longer on screen: its own image sits beside the words.
+    assert current_source(page) != str(gold.pk)
+    thumbnail = page.locator("#feedback-image")
+    assert thumbnail.is_visible() and thumbnail.get_attribute("data-source") == str(gold.pk)
+    assert thumbnail.get_attribute("src").endswith(f"/sources/{gold.pk}/thumbnail.png")
+    page.wait_for_function("() => document.querySelector('#feedback-image').naturalWidth > 0")
+    assert gold.name in thumbnail.get_attribute("alt")
     screenshot(page, "2-gold-feedback")
 
     for key in ["1", "2", "1", "3"]:

@@ -158,3 +158,26 @@ def _truncated_hms(ra_deg: float) -> str:
 def _truncated_dms(dec_deg: float) -> str:
     seconds = int(abs(dec_deg) * 3600)
     return f"{'-' if dec_deg < 0 else '+'}{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+
+
+def test_ingest_records_the_angular_size_of_the_emission(tmp_path, write_fits) -> None:
+    from ml.preprocess import angular_extent_arcsec
+
+    write_fits(tmp_path / "a.fits", ra_deg=150.0)
+    assert ingest(str(tmp_path))[0] == 0
+    source = Source.objects.get()
+    assert source.angular_size_arcsec is not None and source.angular_size_arcsec > 0
+    assert source.angular_size_arcsec == pytest.approx(angular_extent_arcsec(source.cutout.as_array()), abs=0.05)
+
+
+def test_the_migration_backfills_sizes_of_sources_ingested_before(make_source) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    sources = [make_source() for _ in range(3)]
+    Source.objects.update(angular_size_arcsec=None)
+    migration = importlib.import_module("rgzlabel.catalog.migrations.0002_ux_backfill_angular_size")
+    migration.backfill_angular_sizes(apps, None)
+    sizes = dict(Source.objects.values_list("pk", "angular_size_arcsec"))
+    assert all(sizes[s.pk] and sizes[s.pk] > 0 for s in sources), sizes

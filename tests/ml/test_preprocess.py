@@ -181,3 +181,24 @@ def test_real_fits_files_reproduce_the_mirabest_images(shared_data: Path) -> Non
     assert np.median(correlations) > 0.999
     assert np.sum(np.array(correlations) > 0.99) >= 85
     assert np.median(identical) > 0.999
+
+
+# --- angular size ----------------------------------------------------------------------------------
+def test_the_extent_spans_both_lobes_and_ignores_noise_peaks() -> None:
+    from ml.preprocess import angular_extent_arcsec
+
+    cutout = np.zeros((150, 150), dtype=np.uint8)
+    cutout[70:80, 40:50] = 200  # one lobe
+    cutout[70:80, 100:110] = 100  # the other, 50 pixels away, no bridge between them
+    cutout[3, 3] = 255  # a lone noise peak above the threshold in the corner
+    # From the left edge of one lobe to the right edge of the other: 70 pixels wide, 10 high.
+    expected = (np.hypot(69, 9) + 1) * 1.8
+    assert angular_extent_arcsec(cutout, 1.8) == pytest.approx(expected, rel=1e-3)
+
+
+def test_an_empty_cutout_has_no_extent_and_a_cube_is_refused() -> None:
+    from ml.preprocess import NotAnImageError, angular_extent_arcsec
+
+    assert angular_extent_arcsec(np.zeros((150, 150), dtype=np.uint8)) == 0.0
+    with pytest.raises(NotAnImageError, match="2-D"):
+        angular_extent_arcsec(np.zeros((2, 150, 150), dtype=np.uint8))

@@ -18,7 +18,9 @@ ADMIN_ONLY = (401, 403, 403, 200)
 
 def endpoints(catalogue, job: Job) -> list[tuple[str, tuple[int, ...]]]:
     source = catalogue.sources[0]
-    exports = [reverse(f"exports:{d}-{f}") for d in ("sources", "classifications") for f in ("csv", "votable", "fits")]
+    exports = [
+        reverse(f"exports:{d}-{f}") for d in ("sources", "classifications", "flags") for f in ("csv", "votable", "fits")
+    ]
     return [
         (reverse("api:source-list"), SCIENCE_ONLY),
         (reverse("api:source-detail", args=[source.pk]), SCIENCE_ONLY),

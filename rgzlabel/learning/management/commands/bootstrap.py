@@ -7,7 +7,12 @@ from tqdm import tqdm
 
 from rgzlabel.catalog.services import IngestReport, ingest_dataset
 from rgzlabel.labelling.models import GoldLabel
-from rgzlabel.labelling.services import default_workflow, seed_gold_from_catalogue, sync_subjects
+from rgzlabel.labelling.services import (
+    choose_field_guide_examples,
+    default_workflow,
+    seed_gold_from_catalogue,
+    sync_subjects,
+)
 from rgzlabel.learning.jobs import create_job
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
 
@@ -54,10 +59,16 @@ class Command(BaseCommand):
 
         new_subjects = sync_subjects(workflow)
         if new_subjects:
-            self.stdout.write(f"{new_subjects} sources added to the {workflow.name} workflow")
+            noun = "sources" if new_subjects != 1 else "source"
+            self.stdout.write(f"{new_subjects} {noun} added to the {workflow.name} workflow")
         if not GoldLabel.objects.filter(workflow=workflow).exists():
             gold = seed_gold_from_catalogue(workflow)
             self.stdout.write(f"{gold} gold-standard sources taken from the literature labels")
+        examples = choose_field_guide_examples(workflow)
+        if examples:
+            self.stdout.write(
+                f"{examples} field-guide example{'s' if examples != 1 else ''} chosen (kept out of the queue)"
+            )
 
         if not EmbeddingSet.objects.filter(is_active=True).exists() and not self._active(Job.Kind.EMBED):
             job = create_job(Job.Kind.EMBED, {"method": "pca"})
