@@ -474,7 +474,7 @@ def remove_votes(classification_ids: list[int]) -> int:
 
 
 # --- flags: "this one is interesting" ----------------------------------------------------------
-def flag_source(volunteer: AbstractBaseUser, source_id: int, note: str) -> tuple[Flag, bool]:
+def flag_source(volunteer: User, source_id: int, note: str) -> tuple[Flag, bool]:
     """Store (or edit) ``volunteer``'s note that a source is interesting; True when new.
 
     The note is checked before anything is written, and the write is one statement, so a
@@ -492,13 +492,13 @@ def flag_source(volunteer: AbstractBaseUser, source_id: int, note: str) -> tuple
     return flag, created
 
 
-def remove_flag(volunteer: AbstractBaseUser, source_id: int) -> bool:
+def remove_flag(volunteer: User, source_id: int) -> bool:
     """Withdraw ``volunteer``'s own flag on a source; False when there was none."""
     deleted, _ = Flag.objects.filter(volunteer=volunteer, source_id=source_id).delete()
     return bool(deleted)
 
 
-def flags_of(volunteer: AbstractBaseUser) -> list[Flag]:
+def flags_of(volunteer: User) -> list[Flag]:
     """A volunteer's own flags, newest first (never anyone else's)."""
     return list(Flag.objects.filter(volunteer=volunteer).select_related("source").order_by("-updated_at", "-id"))
 

@@ -221,8 +221,8 @@ def test_progress_bars_are_progressbars_with_values_and_text(live_server, staff_
 def embedded_map(make_source, workflow):
     from ml.embed import write_embeddings
     from rgzlabel.labelling.models import Subject
-    from rgzlabel.learning.models import EmbeddingSet
     from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
+    from rgzlabel.learning.models import EmbeddingSet
 
     sources = [make_source() for _ in range(30)]
     matrix = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)

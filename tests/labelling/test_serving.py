@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from rgzlabel.labelling.models import Assignment, GoldLabel, Subject, VolunteerProfile
-from rgzlabel.labelling.services import gold_rate, next_subject, release
+from rgzlabel.labelling.services import gold_rate, next_subject, record_classification, release
 from tests.voting import served_vote
 
 pytestmark = pytest.mark.django_db

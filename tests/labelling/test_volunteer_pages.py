@@ -145,9 +145,9 @@ def test_your_effect_on_the_model_shows_real_figures_after_retrains(
 ) -> None:
     """Two real retrain jobs after the volunteer's first votes: the page shows their figures."""
     from ml.embed import write_embeddings
+    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
     from rgzlabel.learning.jobs import create_job, run_job
     from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, Job
-    from rgzlabel.learning.embedding import activate_embedding_set, embeddings_folder
 
     client.force_login(volunteer)
     assert "once your votes are part of a retrained model" in client.get(reverse("labelling:me")).content.decode()
