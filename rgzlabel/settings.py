@@ -165,7 +165,8 @@ if _broker:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         # A task not acknowledged within this time (its worker died) is delivered again.
         "visibility_timeout": env_int("RGZ_VISIBILITY_TIMEOUT_S", 3 * 3600, minimum=60),
-        "socket_connect_timeout": 5,
+        # Short: a trigger waits for this (twice, with one retry) before it reports the broker down.
+        "socket_connect_timeout": 2,
     }
     BROKER_DESCRIPTION = f"Redis ({'CELERY_BROKER_URL' if env_str('CELERY_BROKER_URL') else 'REDIS_URL'})"
 else:
@@ -229,6 +230,9 @@ SPECTACULAR_SETTINGS = {
 # --- rgzlabel -----------------------------------------------------------------------------
 # Seconds a job may go without a heartbeat before it is declared lost (its worker died).
 RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimum=10)
+# Seconds a queued job may stay without a Celery task id (its message never reached the broker)
+# before beat's sweep sends it again, or fails it while the broker is still down.
+RGZ_JOB_SEND_GRACE_S = env_int("RGZ_JOB_SEND_GRACE_S", 60, minimum=5)
 # Training preset used for the background CPU pretraining started by the main command.
 RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
 # Fine-tuning settings of finetune jobs (ml.config.FINETUNE_PRESETS): the paper's 100 epochs, or 40.
