@@ -17,7 +17,7 @@ import csv
 import gzip
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -114,12 +114,28 @@ class IngestPlan:
         return None if any(count is None for count in counts) else sum(counts)  # type: ignore[misc]
 
 
-def plan_ingest(paths: Sequence[str | Path], *, kind: str | None = None) -> IngestPlan:
+def outside_roots(paths: Sequence[str | Path], roots: Sequence[str | Path]) -> list[str]:
+    """The paths that are not inside one of ``roots`` once symlinks and ``..`` are resolved.
+
+    Checking the resolved path, not its spelling, is what stops a symlink inside an allowed
+    folder from reaching a file outside it.
+    """
+    resolved_roots = [Path(root).resolve() for root in roots]
+    return [
+        str(path) for path in paths if not any(Path(path).resolve().is_relative_to(root) for root in resolved_roots)
+    ]
+
+
+def plan_ingest(
+    paths: Sequence[str | Path], *, kind: str | None = None, roots: Sequence[str | Path] | None = None
+) -> IngestPlan:
     """Recognise each path; no path at all means the Griese set of the installed package.
 
     Args:
         paths: files and folders.
         kind: force every path to be read as this :class:`InputKind` (``--dataset``).
+        roots: when given (a web form, a job), only paths inside these folders are read, after
+            resolving symlinks; so are the files a folder scan finds.
 
     Returns:
         The recognised inputs, and one :class:`SkippedInput` per path that was not
@@ -131,11 +147,26 @@ def plan_ingest(paths: Sequence[str | Path], *, kind: str | None = None) -> Inge
     forced = _input_kind(kind)
     plan = IngestPlan()
     for path in paths or [None]:
+        if path is not None and roots is not None and outside_roots([path], roots):
+            plan.rejected.append(SkippedInput(str(path), _outside_reason(roots)))
+            continue
         try:
-            plan.inputs.append(recognise_input(path, forced))
+            ingest_input = recognise_input(path, forced)
         except InputError as exc:
             plan.rejected.append(SkippedInput(str(path) if path is not None else "(no path)", str(exc)))
+            continue
+        if roots is not None and ingest_input.files:
+            escaping = set(outside_roots(ingest_input.files, roots))
+            plan.rejected += [SkippedInput(name, _outside_reason(roots)) for name in sorted(escaping)]
+            ingest_input = replace(ingest_input, files=tuple(f for f in ingest_input.files if str(f) not in escaping))
+            if not ingest_input.files:
+                continue
+        plan.inputs.append(ingest_input)
     return plan
+
+
+def _outside_reason(roots: Sequence[str | Path]) -> str:
+    return f"outside the allowed folders ({', '.join(map(str, roots))}) once symlinks are resolved"
 
 
 def recognise_input(path: str | Path | None, kind: InputKind | None = None) -> IngestInput:

@@ -28,7 +28,15 @@ import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, reset_queries, transaction
 
-from rgzlabel.catalog.inputs import IngestPlan, InputKind, SkippedInput, plan_ingest, read_input
+from rgzlabel.catalog.inputs import (
+    IngestPlan,
+    InputError,
+    InputKind,
+    SkippedInput,
+    outside_roots,
+    plan_ingest,
+    read_input,
+)
 from rgzlabel.catalog.models import Cutout, Provenance, Source
 
 if TYPE_CHECKING:
@@ -358,7 +366,45 @@ def sync_subjects_after_ingest() -> int:
 
 def upload_folder(job_id: int) -> Path:
     """Where the files uploaded for an ingest job are kept (``DATA_DIR/uploads/<job id>``)."""
-    return Path(settings.DATA_DIR) / "uploads" / str(job_id)
+    return uploads_root() / str(job_id)
+
+
+def uploads_root() -> Path:
+    return Path(settings.DATA_DIR) / "uploads"
+
+
+def _job_paths(params: dict[str, Any]) -> list[str]:
+    """The server paths of an ingest job's parameters (``paths``, and an older single ``path``)."""
+    paths = params.get("paths") or []
+    if isinstance(paths, str):
+        paths = [paths]
+    return [str(path) for path in [*paths, *([params["path"]] if params.get("path") else [])]]
+
+
+def check_ingest_params(params: dict[str, Any]) -> None:
+    """Refuse ingest parameters that would read outside ``RGZ_INGEST_ROOTS`` (symlinks resolved).
+
+    Every route into an ingest job checks this (the ingest form, ``/jobs/trigger/``, a
+    re-run) and so does the job itself: a web user must not make the worker read
+    arbitrary server files.
+
+    Raises:
+        InputError: a path outside the allowed folders, a relative path, or an upload
+            folder that is not one the ingest page made.
+    """
+    paths = _job_paths(params)
+    relative = [path for path in paths if not Path(path).is_absolute()]
+    if relative:
+        raise InputError(f"use absolute paths: {', '.join(relative)}")
+    outside = outside_roots(paths, settings.RGZ_INGEST_ROOTS)
+    if outside:
+        raise InputError(
+            f"not inside an allowed folder (RGZ_INGEST_ROOTS: {', '.join(map(str, settings.RGZ_INGEST_ROOTS))}): "
+            f"{', '.join(outside)} (symlinks resolved)"
+        )
+    uploads = params.get("upload_folder")
+    if uploads and (outside_roots([uploads], [uploads_root()]) or Path(uploads).resolve() == uploads_root().resolve()):
+        raise InputError(f"upload_folder must be a folder the ingest page made under {uploads_root()}, not {uploads}")
 
 
 def start_ingest_job(
@@ -438,11 +484,13 @@ def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
         NothingIngested: every input failed (the job is then marked failed).
     """
     params = job.params
-    paths = [*params.get("paths", []), *([params["path"]] if params.get("path") else [])]
+    check_ingest_params(params)  # again: parameters can be edited or re-run after they were checked
+    paths = _job_paths(params)
     uploads = params.get("upload_folder")
-    plan = plan_ingest(paths, kind=params.get("dataset")) if paths or not uploads else IngestPlan()
+    roots = settings.RGZ_INGEST_ROOTS
+    plan = plan_ingest(paths, kind=params.get("dataset"), roots=roots) if paths or not uploads else IngestPlan()
     if uploads:
-        uploaded = plan_ingest([uploads], kind=InputKind.FITS)
+        uploaded = plan_ingest([uploads], kind=InputKind.FITS, roots=[uploads_root()])
         plan.inputs += uploaded.inputs
         plan.rejected += uploaded.rejected
     expected = plan.expected
