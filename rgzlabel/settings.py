@@ -246,6 +246,19 @@ RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
 # (orientation-free features, 8x the embedding cost; 4 points less test error at 145 labels in
 # docs/benchmarks.md), "centre" is the paper's single view.
 RGZ_EMBED_VIEWS = env_choice("RGZ_EMBED_VIEWS", "dihedral", ("dihedral", "centre"))
+# Largest image a FITS file may declare (pixels); checked before any pixel is read or decompressed,
+# so a small file declaring a huge image (or a gzip bomb) fails alone instead of exhausting memory.
+RGZ_MAX_IMAGE_PIXELS = env_int("RGZ_MAX_IMAGE_PIXELS", 100_000_000, minimum=22_500)
+# Largest file accepted by an upload (ingest page, search by image); larger ones are refused while
+# they stream in. Django's own limits: the non-file part of a request, and the size kept in memory.
+RGZ_MAX_UPLOAD_BYTES = env_int("RGZ_MAX_UPLOAD_BYTES", 512 * 2**20, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_HANDLERS = [
+    "rgzlabel.catalog.uploads.SizeLimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Server folders that admins may ingest from through the web form (the command line may read anything).
 RGZ_INGEST_ROOTS = env_list("RGZ_INGEST_ROOTS", [str(SHARED_DATA_DIR), str(DATA_DIR)])
 # The active-learning simulation whose random-sampling curve the dashboard shows (bench.al_simulation).

@@ -207,7 +207,11 @@ def find_fits_files(folder: Path) -> tuple[Path, ...]:
 
 
 def read_input(
-    ingest_input: IngestInput, *, survey: str | None = None, allow_no_position: bool = False
+    ingest_input: IngestInput,
+    *,
+    survey: str | None = None,
+    allow_no_position: bool = False,
+    max_pixels: int | None = None,
 ) -> Iterator[SourceRecord | SkippedInput]:
     """The records of one input, with a :class:`SkippedInput` for each unusable file or row.
 
@@ -224,7 +228,7 @@ def read_input(
 
     kind = ingest_input.kind
     if kind is InputKind.FITS:
-        records = read_fits_records(ingest_input.files, allow_no_position=allow_no_position)
+        records = read_fits_records(ingest_input.files, allow_no_position=allow_no_position, max_pixels=max_pixels)
     elif kind is InputKind.PNG:
         assert ingest_input.path is not None and ingest_input.catalogue is not None
         records = read_png_records(ingest_input.path, ingest_input.catalogue)
@@ -246,7 +250,7 @@ def read_input(
 
 
 def read_fits_records(
-    files: Sequence[Path], *, allow_no_position: bool = False
+    files: Sequence[Path], *, allow_no_position: bool = False, max_pixels: int | None = None
 ) -> Iterator[SourceRecord | SkippedInput]:
     """Read and preprocess FITS files, one record per file.
 
@@ -258,9 +262,10 @@ def read_fits_records(
 
     Records are keyed by file name (``extra["external_id"]``), so a folder that moves or
     a file uploaded again is recognised; two files with the same name in one run would
-    overwrite each other, so the second is refused.
+    overwrite each other, so the second is refused. ``max_pixels`` is the largest image a
+    header may declare (``ml.fits_io.DEFAULT_MAX_PIXELS`` by default).
     """
-    from ml.fits_io import FitsReadError, read_fits
+    from ml.fits_io import DEFAULT_MAX_PIXELS, FitsReadError, read_fits
     from ml.preprocess import TARGET_SCALE_ARCSEC, PreprocessError, preprocess
 
     seen: dict[str, Path] = {}
@@ -270,18 +275,26 @@ def read_fits_records(
             continue
         seen[path.name] = path
         try:
-            image = read_fits(path)
+            image = read_fits(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         except FitsReadError as exc:
             yield SkippedInput(str(path), exc.reason)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one odd file (an astropy bug, say) must not stop the ingest
+            yield SkippedInput(str(path), f"cannot be read ({type(exc).__name__}: {exc})")
             continue
         if image.ra_deg is None and not allow_no_position:
             yield SkippedInput(str(path), _no_position_reason(image.warnings))
             continue
         try:
-            cutout = preprocess(image.data, image.pixel_scale_arcsec)
+            cutout = preprocess(image.data, image.pixel_scale_arcsec, overwrite_input=True)
         except PreprocessError as exc:
             yield SkippedInput(str(path), str(exc))
             continue
+        except MemoryError:
+            yield SkippedInput(str(path), f"a {image.data.shape[0]}x{image.data.shape[1]} image does not fit in memory")
+            continue
+        finally:
+            del image.data  # the raw image is not needed past this point
         file_warnings = list(image.warnings)
         if image.ra_deg is None:
             file_warnings.append("ingested without a position: not cross-matched, named after the file")

@@ -324,7 +324,9 @@ def ingest_inputs(
         report.errors.append(str(rejected))
     index = _position_index()
     for ingest_input in plan.inputs:
-        records = read_input(ingest_input, survey=survey, allow_no_position=allow_no_position)
+        records = read_input(
+            ingest_input, survey=survey, allow_no_position=allow_no_position, max_pixels=settings.RGZ_MAX_IMAGE_PIXELS
+        )
         try:
             ingest_records(records, radius_arcsec=radius_arcsec, on_record=on_record, report=report, index=index)
         except DatasetError as exc:
