@@ -23,8 +23,9 @@ from pathlib import Path
 
 from ml.datasets import DatasetError, RowError, SourceRecord
 
-#: File names read as FITS images (``.fits.gz`` and ``.fit.gz`` are gzip-compressed FITS).
-FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
+#: File names read as FITS images (``.fits.gz`` and ``.fit.gz`` are gzip-compressed FITS;
+#: ``.fz`` is tile-compressed FITS, fpack's convention, read by astropy as a CompImageHDU).
+FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".fits.fz", ".fit.fz", ".fz")
 #: Spellings of Jy/beam (upper case, spaces removed). Any flux unit works, as the cutout
 #: is scaled to its own peak, so another unit is worth a warning, not a failure.
 _JY_PER_BEAM = frozenset({"JY/BEAM", "JYBEAM-1", "JY/BM", "JYBM-1"})

@@ -88,7 +88,7 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
     method = job.params.get("method", "pca")
     if method not in {"pca", "encoder"}:
         raise ValueError(f"unknown embedding method {method!r}: expected 'pca' or 'encoder'")
-    encoder_version = EncoderVersion.objects.get(pk=job.params["encoder"]) if method == "encoder" else None
+    encoder_version = _version_param(job.params, "encoder", EncoderVersion) if method == "encoder" else None
     views = "centre" if encoder_version is None else job.params.get("views", settings.RGZ_EMBED_VIEWS)
     ids, images = load_pool(context=context)
     folder = embeddings_folder()
@@ -464,12 +464,33 @@ def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]
     return evaluate(_Fixed(), train_x, truth_labels, classes)
 
 
+def _version_param(params: dict[str, Any], key: str, model: type[Any]) -> Any:
+    """The model row a job parameter names by id, or a ValueError saying what is wrong with it."""
+    value = params.get(key)
+    if value in (None, ""):
+        raise ValueError(f'parameter "{key}" is required, e.g. {{"{key}": 3}}')
+    try:
+        return model.objects.get(pk=int(value))
+    except (TypeError, ValueError):
+        raise ValueError(f'parameter "{key}" must be an id, not {value!r}') from None
+    except model.DoesNotExist:
+        raise ValueError(f'parameter "{key}": there is no {model._meta.verbose_name} {value}') from None
+
+
 def evaluate_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """Re-evaluate a classifier version on today's gold set (``params = {"classifier": id}``)."""
+    """Re-evaluate a classifier version on today's gold set.
+
+    ``params``: ``classifier`` (a ClassifierVersion id); without it, the active classifier.
+    """
     from ml.embed import read_embeddings
     from rgzlabel.labelling.services import default_workflow
 
-    classifier = ClassifierVersion.objects.select_related("embedding_set").get(pk=job.params["classifier"])
+    if job.params.get("classifier") in (None, ""):
+        classifier = ClassifierVersion.objects.select_related("embedding_set").filter(is_active=True).first()
+        if classifier is None:
+            raise ValueError('no classifier is active: name one to evaluate, e.g. {"classifier": 3}')
+    else:
+        classifier = _version_param(job.params, "classifier", ClassifierVersion)
     bundle = load_classifier(classifier)
     stored = read_embeddings(classifier.embedding_set.path)
     gold_ids, gold_labels = gold_set(default_workflow())
