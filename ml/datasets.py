@@ -399,6 +399,9 @@ def _catalogue_record(
     if not 0.0 <= ra_deg < 360.0 or not -90.0 <= dec_deg <= 90.0:
         raise ValueError(f"position out of range: ra={ra_deg}, dec={dec_deg}")
     png_path = folder / (values.get("file") or f"{name}.png")
+    # A catalogue names images inside its folder: "../" or a symlink must not reach other files.
+    if not png_path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"PNG {values.get('file')!r} is outside the catalogue's folder")
     if not png_path.is_file():
         raise ValueError(f"missing PNG {png_path.name}")
     with Image.open(png_path) as picture:

@@ -8,9 +8,13 @@ raises :class:`FitsReadError`.
 
 from __future__ import annotations
 
+import gzip
+import math
 import re
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +33,25 @@ _BOILERPLATE = ("Verification reported errors:", "Note: astropy.io.fits uses zer
 _CARD_PREFIX = re.compile(r"^(HDU|Card) \d+:$")
 #: What astropy raises for broken files: truncated data fails to reshape (ValueError),
 #: missing SIMPLE or empty files are OSError, broken gzip streams zlib.error / EOFError.
-_READ_ERRORS = (OSError, ValueError, EOFError, TypeError, IndexError, KeyError, zlib.error, fits.VerifyError)
+#: MemoryError: a file within the size limits that still does not fit, failed alone.
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    TypeError,
+    IndexError,
+    KeyError,
+    zlib.error,
+    fits.VerifyError,
+    MemoryError,
+)
+#: Largest image read by default: 10000 x 10000 pixels (400 MB as float32). A header may
+#: declare any size; this is checked before any pixel is read or decompressed.
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Decompressed bytes a gzip file may hold beyond its largest allowed image (headers, small
+#: extensions): a stream that expands further is cut off, whatever its headers say.
+_GZIP_ALLOWANCE_BYTES = 16 * 2**20
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 class FitsReadError(ValueError):
@@ -67,40 +89,54 @@ class FitsImage:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_fits(path: str | Path) -> FitsImage:
-    """Read the first image HDU of a ``.fits``, ``.fit`` or ``.fits.gz`` file.
+def read_fits(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> FitsImage:
+    """Read the first image HDU of a ``.fits``, ``.fit``, ``.fits.gz`` or ``.fits.fz`` file.
 
-    The file is read without memory mapping and closed before returning, so reading
-    thousands of files does not accumulate open handles or mapped memory.
+    The declared size of each image HDU is checked before any pixel is read, and a gzip
+    stream is cut off once it expands past what the largest allowed image needs, so a small
+    hostile file (a header declaring 100000 x 100000 pixels, a gzip bomb) fails alone and
+    fast instead of exhausting memory. An uncompressed file is memory-mapped and copied once
+    into native float32; the file is closed before returning, so reading thousands of files
+    does not accumulate open handles or mapped memory.
 
     Args:
         path: the FITS file.
+        max_pixels: largest image accepted (pixels over all axes, degenerate ones included).
 
     Returns:
         The image, its centre position and pixel scale from the celestial WCS, and any
         header warnings.
 
     Raises:
-        FitsReadError: missing, corrupt or truncated file, not FITS, no image HDU, or a
-            cube with more than one plane.
+        FitsReadError: missing, corrupt or truncated file, not FITS, no image HDU, an image
+            over ``max_pixels``, or a cube with more than one plane.
     """
     path = Path(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-                hdu_index, hdu = _first_image_hdu(hdul, path)
+            with _open_fits(path, max_bytes=max_pixels * 8 + _GZIP_ALLOWANCE_BYTES) as (hdul, stream):
+                try:
+                    hdu_index, hdu = _first_image_hdu(hdul, path, max_pixels)
+                except _NoImageHDU:
+                    if stream is not None and stream.cut_off:  # the image may lie past the limit
+                        raise FitsReadError(path, stream.limit_reason()) from None
+                    raise
                 full_shape = hdu.data.shape
-                plane = squeeze_to_2d(hdu.data)
-                data = plane.astype(np.float32)  # native byte order, detached from the file
+                data = _native_float32(squeeze_to_2d(hdu.data), in_place=stream is not None)
                 header = hdu.header
+                del hdu.data  # the only reference to the file's pages: unmapped now, not at garbage collection
                 # Records the header problems (as VerifyWarnings) without fixing anything.
                 hdu.verify("warn")
         except FitsReadError:
             raise
+        except _DecompressionLimit as exc:
+            raise FitsReadError(path, str(exc)) from exc
         except PreprocessError as exc:
             raise FitsReadError(path, str(exc)) from exc
         except _READ_ERRORS as exc:
+            if isinstance(exc, MemoryError):
+                raise FitsReadError(path, "does not fit in memory") from exc
             raise FitsReadError(path, f"corrupt, truncated or not a FITS file ({type(exc).__name__}: {exc})") from exc
         ra_deg, dec_deg, pixel_scale_arcsec = _sky_geometry(header, data.shape, full_shape)
     unit = header.get("BUNIT")
@@ -116,11 +152,137 @@ def read_fits(path: str | Path) -> FitsImage:
     )
 
 
-def _first_image_hdu(hdul: fits.HDUList, path: Path) -> tuple[int, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU]:
+class _DecompressionLimit(Exception):  # noqa: N818 - not an Error subclass on purpose
+    """A gzip stream expanded past its limit.
+
+    Deliberately neither ``ValueError`` nor ``OSError``: astropy takes those, while reading
+    the next HDU, for "no more HDUs" and would hide the reason.
+    """
+
+
+class _BoundedGzipFile(gzip.GzipFile):
+    """A gzip stream that refuses to expand past ``max_bytes`` (a decompression bomb).
+
+    Seeks are lazy: astropy seeks past each HDU's data as soon as it has read its header,
+    and a gzip stream can only get there by decompressing all of it. Deferred to the next
+    read, a seek past data that is never read (an image refused for its declared size)
+    costs nothing.
+    """
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        super().__init__(filename=str(path), mode="rb")
+        self._max_bytes = max_bytes
+        self._pending: int | None = None
+        #: Set once a seek went past the limit: the stream then reads as ended (astropy's
+        #: "no more HDUs"), so the HDUs before it, already read, are still judged on their
+        #: declared sizes, and :func:`read_fits` reports the limit if no image was found.
+        self.cut_off = False
+
+    def _position(self) -> int:
+        # Not GzipFile.tell(), which is seek(0, 1) and would come back here.
+        return self._pending if self._pending is not None else int(self._buffer.tell())  # type: ignore[attr-defined]
+
+    def _check(self, offset: int) -> None:
+        if offset > self._max_bytes:
+            raise _DecompressionLimit(self.limit_reason())
+
+    def limit_reason(self) -> str:
+        return f"decompresses to more than {self._max_bytes:,} bytes (the largest allowed image and its headers)"
+
+    def _settle(self) -> bool:
+        """Do the deferred seek; False (and ``cut_off``) when it would pass the limit."""
+        if self.cut_off:
+            return False
+        if self._pending is not None:
+            target, self._pending = self._pending, None
+            if target > self._max_bytes:
+                self.cut_off = True
+                return False
+            super().seek(target)
+        return True
+
+    def tell(self) -> int:
+        return self._position()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 0:
+            self._pending = offset
+        elif whence == 1:
+            self._pending = self._position() + offset
+        else:
+            raise OSError("seeking from the end of a gzip stream would decompress all of it")
+        return self._pending
+
+    def read(self, size: int | None = -1) -> bytes:
+        if not self._settle():
+            return b""
+        if size is not None and size >= 0:
+            self._check(self._position() + size)
+        data = super().read(-1 if size is None else size)
+        self._check(self._position())
+        return data
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def,override]
+        if not self._settle():
+            return 0
+        self._check(self._position() + memoryview(buffer).nbytes)
+        return super().readinto(buffer)
+
+
+@contextmanager
+def _open_fits(path: Path, *, max_bytes: int) -> Iterator[tuple[fits.HDUList, _BoundedGzipFile | None]]:
+    """The HDU list, and the bounded gzip stream under it (``None``: a memory-mapped file)."""
+    with path.open("rb") as handle:
+        gzipped = handle.read(2) == _GZIP_MAGIC
+    if not gzipped:
+        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+            yield hdul, None
+        return
+    with _BoundedGzipFile(path, max_bytes) as stream, fits.open(stream, memmap=False, lazy_load_hdus=True) as hdul:
+        yield hdul, stream
+
+
+def _declared_shape(header: fits.Header, path: Path) -> tuple[int, ...]:
+    naxis = int(header.get("NAXIS", 0))
+    shape = tuple(int(header.get(f"NAXIS{axis}", 0)) for axis in range(naxis, 0, -1))
+    if any(length < 0 for length in shape):
+        raise FitsReadError(path, f"the header declares a negative axis length {list(reversed(shape))}")
+    return shape
+
+
+def _first_image_hdu(
+    hdul: fits.HDUList, path: Path, max_pixels: int
+) -> tuple[int, fits.PrimaryHDU | fits.ImageHDU | fits.CompImageHDU]:
     for index, hdu in enumerate(hdul):
-        if hdu.is_image and hdu.header.get("NAXIS", 0) > 0 and hdu.data is not None and hdu.data.size > 0:
+        if not hdu.is_image or hdu.header.get("NAXIS", 0) <= 0:
+            continue
+        # Before touching .data: astropy allocates whatever the header declares.
+        shape = _declared_shape(hdu.header, path)
+        pixels = math.prod(shape)
+        if pixels > max_pixels:
+            size = " x ".join(str(length) for length in reversed(shape))
+            raise FitsReadError(
+                path,
+                f"HDU {index} declares a {size} image ({pixels:,} pixels): over the limit of {max_pixels:,} pixels",
+            )
+        if hdu.data is not None and hdu.data.size > 0:
             return index, hdu
-    raise FitsReadError(path, f"no HDU with image data among {len(hdul)} HDU(s)")
+    raise _NoImageHDU(path, f"no HDU with image data among {len(hdul)} HDU(s)")
+
+
+class _NoImageHDU(FitsReadError):
+    pass
+
+
+def _native_float32(plane: np.ndarray, *, in_place: bool) -> np.ndarray:
+    """``plane`` as native-endian float32, detached from the file.
+
+    FITS is big-endian: a big-endian float32 array read into memory (not mapped) is
+    byte-swapped where it lies instead of copied, which halves the peak for a large image.
+    """
+    if in_place and plane.dtype == np.dtype(">f4") and plane.flags.writeable and plane.flags.c_contiguous:
+        return plane.byteswap(inplace=True).view(np.float32)
+    return plane.astype(np.float32)
 
 
 def _sky_geometry(

@@ -168,7 +168,8 @@ if _broker:
     CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {
         # A task not acknowledged within this time (its worker died) is delivered again.
         "visibility_timeout": env_int("RGZ_VISIBILITY_TIMEOUT_S", 3 * 3600, minimum=60),
-        "socket_connect_timeout": 5,
+        # Short: a trigger waits for this (twice, with one retry) before it reports the broker down.
+        "socket_connect_timeout": 2,
     }
     BROKER_DESCRIPTION = f"Redis ({'CELERY_BROKER_URL' if env_str('CELERY_BROKER_URL') else 'REDIS_URL'})"
 else:
@@ -232,6 +233,9 @@ SPECTACULAR_SETTINGS = {
 # --- rgzlabel -----------------------------------------------------------------------------
 # Seconds a job may go without a heartbeat before it is declared lost (its worker died).
 RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimum=10)
+# Seconds a queued job may stay without a Celery task id (its message never reached the broker)
+# before beat's sweep sends it again, or fails it while the broker is still down.
+RGZ_JOB_SEND_GRACE_S = env_int("RGZ_JOB_SEND_GRACE_S", 60, minimum=5)
 # Training preset used for the background CPU pretraining started by the main command.
 RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
 # Seconds between a pretraining's resumable saves (also when a worker shutdown stops it; 0: every step).
@@ -247,6 +251,19 @@ RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
 # (orientation-free features, 8x the embedding cost; 4 points less test error at 145 labels in
 # docs/benchmarks.md), "centre" is the paper's single view.
 RGZ_EMBED_VIEWS = env_choice("RGZ_EMBED_VIEWS", "dihedral", ("dihedral", "centre"))
+# Largest image a FITS file may declare (pixels); checked before any pixel is read or decompressed,
+# so a small file declaring a huge image (or a gzip bomb) fails alone instead of exhausting memory.
+RGZ_MAX_IMAGE_PIXELS = env_int("RGZ_MAX_IMAGE_PIXELS", 100_000_000, minimum=22_500)
+# Largest file accepted by an upload (ingest page, search by image); larger ones are refused while
+# they stream in. Django's own limits: the non-file part of a request, and the size kept in memory.
+RGZ_MAX_UPLOAD_BYTES = env_int("RGZ_MAX_UPLOAD_BYTES", 512 * 2**20, minimum=1)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_HANDLERS = [
+    "rgzlabel.catalog.uploads.SizeLimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Server folders that admins may ingest from through the web form (the command line may read anything).
 RGZ_INGEST_ROOTS = env_list("RGZ_INGEST_ROOTS", [str(SHARED_DATA_DIR), str(DATA_DIR)])
 # The active-learning simulation whose random-sampling curve the dashboard shows (bench.al_simulation).

@@ -6,7 +6,9 @@ sends messages, and the workers agree on the broker without a second source of t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import warnings
 
 # Worker logs are files: a progress bar there is a wall of carriage returns. Jobs report
@@ -17,7 +19,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import django  # noqa: E402
 from celery import Celery  # noqa: E402
 from celery.exceptions import SecurityWarning  # noqa: E402
-from celery.signals import worker_shutting_down
+from celery.signals import worker_process_init, worker_shutting_down  # noqa: E402
 from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rgzlabel.settings")
@@ -46,9 +48,40 @@ app.conf.beat_schedule = {
 }
 
 
-@worker_shutting_down.connect
-def _stop_running_jobs(**_: object) -> None:
-    """Tell the running job (same process with the solo pool) to stop at its next step."""
+#: How the main worker process tells its prefork pool processes that it is shutting down.
+#: Not SIGUSR1/SIGUSR2/SIGTERM: billiard points those at its own exit handler in pool
+#: processes after our initialiser runs. SIGURG is ignored by default (a pool process that
+#: has not installed the handler yet is unaffected) and neither Celery nor billiard uses it.
+SHUTDOWN_NOTICE = signal.SIGURG
+
+
+@worker_process_init.connect
+def _listen_for_shutdown(**_: object) -> None:
+    """In each prefork pool process: the main process's shutdown notice stops the running job."""
+    signal.signal(SHUTDOWN_NOTICE, _on_shutdown_notice)
+
+
+def _on_shutdown_notice(signum: int, frame: object) -> None:
     from rgzlabel.learning.jobs import WORKER_SHUTDOWN
 
     WORKER_SHUTDOWN.set()
+
+
+@worker_shutting_down.connect
+def _stop_running_jobs(**_: object) -> None:
+    """Tell the running job to stop at its next step; it is then queued again.
+
+    With the solo pool the job runs in this process. With prefork (docker-compose's workers)
+    it runs in a pool process, which an event set here never reaches, and a warm shutdown
+    would wait for the job to finish (hours for a pretraining) until the container is
+    killed: the pool processes are told by a signal instead.
+    """
+    from billiard.process import active_children
+
+    from rgzlabel.learning.jobs import WORKER_SHUTDOWN
+
+    WORKER_SHUTDOWN.set()
+    for child in active_children():
+        if child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # it has just exited
+                os.kill(child.pid, SHUTDOWN_NOTICE)

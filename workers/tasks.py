@@ -16,9 +16,11 @@ def run_job(job_id: int) -> dict[str, Any]:
 
 @app.task(name="rgzlabel.sweep_lost_jobs")
 def sweep_lost_jobs() -> dict[str, Any]:
-    from rgzlabel.learning.jobs import fail_lost_jobs
+    from rgzlabel.catalog.services import delete_uploads_of_failed_jobs
+    from rgzlabel.learning.jobs import fail_lost_jobs, sweep_unsent_jobs
 
-    return {"failed": fail_lost_jobs()}
+    failed = fail_lost_jobs()
+    return {"failed": failed, "unsent": sweep_unsent_jobs(), "uploads_deleted": delete_uploads_of_failed_jobs()}
 
 
 @app.task(name="rgzlabel.recompute_consensus", soft_time_limit=600)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import PurePath
 from typing import Any
 
 from django import forms
-from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 
-from rgzlabel.catalog.inputs import FITS_SUFFIXES, InputKind
+from rgzlabel.catalog.inputs import FITS_SUFFIXES, InputError, InputKind
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -52,20 +50,16 @@ class IngestForm(forms.Form):
     )
 
     def clean_paths(self) -> list[str]:
+        from rgzlabel.catalog.services import check_ingest_params
+
         paths = [line.strip() for line in self.cleaned_data["paths"].splitlines() if line.strip()]
         # The worker may run on another machine, so existence is checked there (the job
-        # reports a missing path); a relative path would depend on its working folder.
-        relative = [path for path in paths if not PurePath(path).is_absolute()]
-        if relative:
-            raise forms.ValidationError(f"Use absolute paths: {', '.join(relative)}")
-        # A web form must not read arbitrary server files: only folders an operator allowed.
-        roots = [PurePath(root) for root in settings.RGZ_INGEST_ROOTS]
-        outside = [path for path in paths if not any(PurePath(path).is_relative_to(root) for root in roots)]
-        if outside or any(".." in PurePath(path).parts for path in paths):
-            raise forms.ValidationError(
-                f"Not inside an allowed folder (RGZ_INGEST_ROOTS: {', '.join(map(str, roots))}): "
-                f"{', '.join(outside) or 'a path with ..'}"
-            )
+        # reports a missing path); a web form must not read arbitrary server files, so
+        # only folders an operator allowed, with symlinks resolved (the job checks again).
+        try:
+            check_ingest_params({"paths": paths})
+        except InputError as exc:
+            raise forms.ValidationError(f"{str(exc)[:1].upper()}{str(exc)[1:]}") from None
         return paths
 
     def clean_files(self) -> list[UploadedFile]:

@@ -17,14 +17,15 @@ import csv
 import gzip
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from ml.datasets import DatasetError, RowError, SourceRecord
 
-#: File names read as FITS images (``.fits.gz`` and ``.fit.gz`` are gzip-compressed FITS).
-FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts")
+#: File names read as FITS images (``.fits.gz`` and ``.fit.gz`` are gzip-compressed FITS;
+#: ``.fz`` is tile-compressed FITS, fpack's convention, read by astropy as a CompImageHDU).
+FITS_SUFFIXES = (".fits", ".fits.gz", ".fit", ".fit.gz", ".fts", ".fits.fz", ".fit.fz", ".fz")
 #: Spellings of Jy/beam (upper case, spaces removed). Any flux unit works, as the cutout
 #: is scaled to its own peak, so another unit is worth a warning, not a failure.
 _JY_PER_BEAM = frozenset({"JY/BEAM", "JYBEAM-1", "JY/BM", "JYBM-1"})
@@ -114,12 +115,28 @@ class IngestPlan:
         return None if any(count is None for count in counts) else sum(counts)  # type: ignore[misc]
 
 
-def plan_ingest(paths: Sequence[str | Path], *, kind: str | None = None) -> IngestPlan:
+def outside_roots(paths: Sequence[str | Path], roots: Sequence[str | Path]) -> list[str]:
+    """The paths that are not inside one of ``roots`` once symlinks and ``..`` are resolved.
+
+    Checking the resolved path, not its spelling, is what stops a symlink inside an allowed
+    folder from reaching a file outside it.
+    """
+    resolved_roots = [Path(root).resolve() for root in roots]
+    return [
+        str(path) for path in paths if not any(Path(path).resolve().is_relative_to(root) for root in resolved_roots)
+    ]
+
+
+def plan_ingest(
+    paths: Sequence[str | Path], *, kind: str | None = None, roots: Sequence[str | Path] | None = None
+) -> IngestPlan:
     """Recognise each path; no path at all means the Griese set of the installed package.
 
     Args:
         paths: files and folders.
         kind: force every path to be read as this :class:`InputKind` (``--dataset``).
+        roots: when given (a web form, a job), only paths inside these folders are read, after
+            resolving symlinks; so are the files a folder scan finds.
 
     Returns:
         The recognised inputs, and one :class:`SkippedInput` per path that was not
@@ -131,11 +148,26 @@ def plan_ingest(paths: Sequence[str | Path], *, kind: str | None = None) -> Inge
     forced = _input_kind(kind)
     plan = IngestPlan()
     for path in paths or [None]:
+        if path is not None and roots is not None and outside_roots([path], roots):
+            plan.rejected.append(SkippedInput(str(path), _outside_reason(roots)))
+            continue
         try:
-            plan.inputs.append(recognise_input(path, forced))
+            ingest_input = recognise_input(path, forced)
         except InputError as exc:
             plan.rejected.append(SkippedInput(str(path) if path is not None else "(no path)", str(exc)))
+            continue
+        if roots is not None and ingest_input.files:
+            escaping = set(outside_roots(ingest_input.files, roots))
+            plan.rejected += [SkippedInput(name, _outside_reason(roots)) for name in sorted(escaping)]
+            ingest_input = replace(ingest_input, files=tuple(f for f in ingest_input.files if str(f) not in escaping))
+            if not ingest_input.files:
+                continue
+        plan.inputs.append(ingest_input)
     return plan
+
+
+def _outside_reason(roots: Sequence[str | Path]) -> str:
+    return f"outside the allowed folders ({', '.join(map(str, roots))}) once symlinks are resolved"
 
 
 def recognise_input(path: str | Path | None, kind: InputKind | None = None) -> IngestInput:
@@ -176,7 +208,11 @@ def find_fits_files(folder: Path) -> tuple[Path, ...]:
 
 
 def read_input(
-    ingest_input: IngestInput, *, survey: str | None = None, allow_no_position: bool = False
+    ingest_input: IngestInput,
+    *,
+    survey: str | None = None,
+    allow_no_position: bool = False,
+    max_pixels: int | None = None,
 ) -> Iterator[SourceRecord | SkippedInput]:
     """The records of one input, with a :class:`SkippedInput` for each unusable file or row.
 
@@ -193,7 +229,7 @@ def read_input(
 
     kind = ingest_input.kind
     if kind is InputKind.FITS:
-        records = read_fits_records(ingest_input.files, allow_no_position=allow_no_position)
+        records = read_fits_records(ingest_input.files, allow_no_position=allow_no_position, max_pixels=max_pixels)
     elif kind is InputKind.PNG:
         assert ingest_input.path is not None and ingest_input.catalogue is not None
         records = read_png_records(ingest_input.path, ingest_input.catalogue)
@@ -215,7 +251,7 @@ def read_input(
 
 
 def read_fits_records(
-    files: Sequence[Path], *, allow_no_position: bool = False
+    files: Sequence[Path], *, allow_no_position: bool = False, max_pixels: int | None = None
 ) -> Iterator[SourceRecord | SkippedInput]:
     """Read and preprocess FITS files, one record per file.
 
@@ -227,9 +263,10 @@ def read_fits_records(
 
     Records are keyed by file name (``extra["external_id"]``), so a folder that moves or
     a file uploaded again is recognised; two files with the same name in one run would
-    overwrite each other, so the second is refused.
+    overwrite each other, so the second is refused. ``max_pixels`` is the largest image a
+    header may declare (``ml.fits_io.DEFAULT_MAX_PIXELS`` by default).
     """
-    from ml.fits_io import FitsReadError, read_fits
+    from ml.fits_io import DEFAULT_MAX_PIXELS, FitsReadError, read_fits
     from ml.preprocess import TARGET_SCALE_ARCSEC, PreprocessError, preprocess
 
     seen: dict[str, Path] = {}
@@ -239,18 +276,26 @@ def read_fits_records(
             continue
         seen[path.name] = path
         try:
-            image = read_fits(path)
+            image = read_fits(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
         except FitsReadError as exc:
             yield SkippedInput(str(path), exc.reason)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one odd file (an astropy bug, say) must not stop the ingest
+            yield SkippedInput(str(path), f"cannot be read ({type(exc).__name__}: {exc})")
             continue
         if image.ra_deg is None and not allow_no_position:
             yield SkippedInput(str(path), _no_position_reason(image.warnings))
             continue
         try:
-            cutout = preprocess(image.data, image.pixel_scale_arcsec)
+            cutout = preprocess(image.data, image.pixel_scale_arcsec, overwrite_input=True)
         except PreprocessError as exc:
             yield SkippedInput(str(path), str(exc))
             continue
+        except MemoryError:
+            yield SkippedInput(str(path), f"a {image.data.shape[0]}x{image.data.shape[1]} image does not fit in memory")
+            continue
+        finally:
+            del image.data  # the raw image is not needed past this point
         file_warnings = list(image.warnings)
         if image.ra_deg is None:
             file_warnings.append("ingested without a position: not cross-matched, named after the file")

@@ -26,9 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from django.conf import settings
-from django.db import IntegrityError, reset_queries, transaction
+from django.db import IntegrityError, connection, reset_queries, transaction
 
-from rgzlabel.catalog.inputs import IngestPlan, InputKind, SkippedInput, plan_ingest, read_input
+from rgzlabel.catalog.inputs import (
+    IngestPlan,
+    InputError,
+    InputKind,
+    SkippedInput,
+    outside_roots,
+    plan_ingest,
+    read_input,
+)
 from rgzlabel.catalog.models import Cutout, Provenance, Source
 
 if TYPE_CHECKING:
@@ -119,13 +127,58 @@ def position_name(ra_deg: float, dec_deg: float, prefix: str = "FIRST") -> str:
     )
 
 
-def _position_index() -> SkyIndex:
+#: Key of the PostgreSQL advisory lock that serialises ingest writes (any constant bigint).
+_INGEST_LOCK_KEY = 0x52475A_494E47  # "RGZ" "ING"
+
+
+@dataclass
+class PositionIndex:
+    """The positions of the catalogue's sources, kept up to date with other ingests.
+
+    The sky index is read once; each record then catches up with the sources created
+    since (by this ingest or a concurrent one), under the ingest lock, so that two
+    ingests running at once never both create a source at the same position.
+    """
+
+    sky: SkyIndex
+    last_id: int
+
+    def catch_up(self) -> None:
+        rows = list(
+            Source.objects.filter(pk__gt=self.last_id, ra_deg__isnull=False)
+            .order_by("pk")
+            .values_list("id", "ra_deg", "dec_deg")
+        )
+        for source_id, ra_deg, dec_deg in rows:
+            self.sky.add(source_id, ra_deg, dec_deg)
+        if rows:
+            self.last_id = rows[-1][0]
+
+
+def _position_index() -> PositionIndex:
     from ml.skyindex import SkyIndex
 
+    # list() first: NumPy converting a lazy queryset would turn a database error into
+    # "setting an array element with a sequence".
+    last_id = Source.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    # Up to last_id only: a source created after that read is caught up with by the first record.
     rows = np.array(
-        Source.objects.filter(ra_deg__isnull=False).values_list("id", "ra_deg", "dec_deg"), dtype=np.float64
+        list(Source.objects.filter(pk__lte=last_id, ra_deg__isnull=False).values_list("id", "ra_deg", "dec_deg")),
+        dtype=np.float64,
     ).reshape(-1, 3)
-    return SkyIndex(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2])
+    return PositionIndex(SkyIndex(rows[:, 0].astype(np.int64), rows[:, 1], rows[:, 2]), int(last_id))
+
+
+def _lock_ingest_writes() -> None:
+    """Serialise ingest transactions, so the position check and the insert happen as one.
+
+    On SQLite the settings' ``transaction_mode = IMMEDIATE`` already takes the database's
+    write lock when the transaction begins; PostgreSQL needs an explicit lock, released
+    at commit.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_INGEST_LOCK_KEY])
 
 
 def _record_checksum(record: SourceRecord, cutout: np.ndarray) -> str:
@@ -200,16 +253,22 @@ def _angular_size(record: SourceRecord, cutout: np.ndarray) -> float | None:
 
 
 def ingest_record(
-    record: SourceRecord, cutout: np.ndarray, index: SkyIndex, report: IngestReport, radius_arcsec: float
+    record: SourceRecord, cutout: np.ndarray, index: PositionIndex, report: IngestReport, radius_arcsec: float
 ) -> None:
-    """Write one preprocessed record (atomically) and count what happened in ``report``."""
+    """Write one preprocessed record (atomically) and count what happened in ``report``.
+
+    Safe beside a concurrent ingest: the lookups and the writes happen under one lock,
+    after catching up with the sources the other ingest created.
+    """
     checksum = _record_checksum(record, cutout)
     external_id = str(record.extra.get("external_id", record.name))
     survey = str(record.extra.get("survey") or "FIRST")
-    existing = (
-        Provenance.objects.filter(dataset=record.dataset, external_id=external_id).select_related("source").first()
-    )
     with transaction.atomic():
+        _lock_ingest_writes()
+        index.catch_up()
+        existing = (
+            Provenance.objects.filter(dataset=record.dataset, external_id=external_id).select_related("source").first()
+        )
         if existing is not None:
             if existing.checksum == checksum:
                 report.skipped += 1
@@ -224,7 +283,7 @@ def ingest_record(
 
         match = None
         if record.ra_deg is not None and record.dec_deg is not None:
-            match = index.nearest(record.ra_deg, record.dec_deg, radius_arcsec)
+            match = index.sky.nearest(record.ra_deg, record.dec_deg, radius_arcsec)
         if match is not None:
             source = Source(pk=match[0])  # only its key is needed; no query
             report.merged += 1
@@ -245,9 +304,7 @@ def ingest_record(
         Provenance.objects.create(
             source=source, dataset=record.dataset, external_id=external_id, **_provenance_fields(record, checksum)
         )
-    # Only after the commit: a rolled-back source must not be matched later.
-    if match is None and record.ra_deg is not None and record.dec_deg is not None:
-        index.add(source.pk, record.ra_deg, record.dec_deg)
+    # The new source joins the index through the next catch_up(), which reads only committed rows.
 
 
 def ingest_records(
@@ -256,7 +313,7 @@ def ingest_records(
     radius_arcsec: float | None = None,
     on_record: Callable[[IngestReport], None] | None = None,
     report: IngestReport | None = None,
-    index: SkyIndex | None = None,
+    index: PositionIndex | None = None,
 ) -> IngestReport:
     """Ingest already-decoded records (preprocessed uint8 images), one transaction each.
 
@@ -328,7 +385,9 @@ def ingest_inputs(
         report.errors.append(str(rejected))
     index = _position_index()
     for ingest_input in plan.inputs:
-        records = read_input(ingest_input, survey=survey, allow_no_position=allow_no_position)
+        records = read_input(
+            ingest_input, survey=survey, allow_no_position=allow_no_position, max_pixels=settings.RGZ_MAX_IMAGE_PIXELS
+        )
         try:
             ingest_records(records, radius_arcsec=radius_arcsec, on_record=on_record, report=report, index=index)
         except DatasetError as exc:
@@ -373,7 +432,45 @@ def sync_subjects_after_ingest() -> int:
 
 def upload_folder(job_id: int) -> Path:
     """Where the files uploaded for an ingest job are kept (``DATA_DIR/uploads/<job id>``)."""
-    return Path(settings.DATA_DIR) / "uploads" / str(job_id)
+    return uploads_root() / str(job_id)
+
+
+def uploads_root() -> Path:
+    return Path(settings.DATA_DIR) / "uploads"
+
+
+def _job_paths(params: dict[str, Any]) -> list[str]:
+    """The server paths of an ingest job's parameters (``paths``, and an older single ``path``)."""
+    paths = params.get("paths") or []
+    if isinstance(paths, str):
+        paths = [paths]
+    return [str(path) for path in [*paths, *([params["path"]] if params.get("path") else [])]]
+
+
+def check_ingest_params(params: dict[str, Any]) -> None:
+    """Refuse ingest parameters that would read outside ``RGZ_INGEST_ROOTS`` (symlinks resolved).
+
+    Every route into an ingest job checks this (the ingest form, ``/jobs/trigger/``, a
+    re-run) and so does the job itself: a web user must not make the worker read
+    arbitrary server files.
+
+    Raises:
+        InputError: a path outside the allowed folders, a relative path, or an upload
+            folder that is not one the ingest page made.
+    """
+    paths = _job_paths(params)
+    relative = [path for path in paths if not Path(path).is_absolute()]
+    if relative:
+        raise InputError(f"use absolute paths: {', '.join(relative)}")
+    outside = outside_roots(paths, settings.RGZ_INGEST_ROOTS)
+    if outside:
+        raise InputError(
+            f"not inside an allowed folder (RGZ_INGEST_ROOTS: {', '.join(map(str, settings.RGZ_INGEST_ROOTS))}): "
+            f"{', '.join(outside)} (symlinks resolved)"
+        )
+    uploads = params.get("upload_folder")
+    if uploads and (outside_roots([uploads], [uploads_root()]) or Path(uploads).resolve() == uploads_root().resolve()):
+        raise InputError(f"upload_folder must be a folder the ingest page made under {uploads_root()}, not {uploads}")
 
 
 def start_ingest_job(
@@ -410,20 +507,42 @@ def start_ingest_job(
         "radius_arcsec": radius_arcsec,
         "allow_no_position": allow_no_position,
     }
-    with transaction.atomic():
-        job = create_job(Job.Kind.INGEST, params, user=user)
-        if uploads:
-            folder = upload_folder(job.pk)
-            try:
+    folder: Path | None = None
+    try:
+        with transaction.atomic():
+            job = create_job(Job.Kind.INGEST, params, user=user)
+            if uploads:
+                folder = upload_folder(job.pk)
                 _save_uploads(uploads, folder)
-            except BaseException:
-                shutil.rmtree(folder, ignore_errors=True)
-                raise
-            # Named in the parameters (not derived from the job id) so that a re-run of
-            # this job, which copies them, reads the same files.
-            job.params["upload_folder"] = str(folder)
-            job.save(update_fields=["params"])
+                # Named in the parameters (not derived from the job id) so that a re-run of
+                # this job, which copies them, reads the same files.
+                job.params["upload_folder"] = str(folder)
+                job.save(update_fields=["params"])
+    except BaseException:
+        # Nothing will read them: the job was rolled back, or failed at commit (BrokerUnavailable).
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return job
+
+
+def delete_uploads_of_failed_jobs() -> int:
+    """Delete the upload folders of ingest jobs that failed (any way: a bad file, a lost
+    worker, the broker down); returns how many. Run by beat's sweep.
+
+    Only folders whose job exists and is failed: a folder being filled belongs to a job
+    not yet committed, which this process cannot see.
+    """
+    from rgzlabel.learning.models import Job
+
+    root = uploads_root()
+    if not root.is_dir():
+        return 0
+    ids = {int(path.name): path for path in root.iterdir() if path.is_dir() and path.name.isdigit()}
+    failed = Job.objects.filter(pk__in=ids, kind=Job.Kind.INGEST, state=Job.State.FAILED).values_list("pk", flat=True)
+    for job_id in failed:
+        shutil.rmtree(ids[job_id], ignore_errors=True)
+    return len(failed)
 
 
 def _save_uploads(uploads: Sequence[UploadedFile], folder: Path) -> None:
@@ -453,13 +572,28 @@ def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
         NothingIngested: every input failed (the job is then marked failed).
     """
     params = job.params
-    paths = [*params.get("paths", []), *([params["path"]] if params.get("path") else [])]
+    check_ingest_params(params)  # again: parameters can be edited or re-run after they were checked
+    paths = _job_paths(params)
     uploads = params.get("upload_folder")
-    plan = plan_ingest(paths, kind=params.get("dataset")) if paths or not uploads else IngestPlan()
+    roots = settings.RGZ_INGEST_ROOTS
+    plan = plan_ingest(paths, kind=params.get("dataset"), roots=roots) if paths or not uploads else IngestPlan()
     if uploads:
-        uploaded = plan_ingest([uploads], kind=InputKind.FITS)
+        uploaded = plan_ingest([uploads], kind=InputKind.FITS, roots=[uploads_root()])
         plan.inputs += uploaded.inputs
         plan.rejected += uploaded.rejected
+    try:
+        return _run_ingest_job(plan, params, context)
+    except BaseException as exc:
+        from rgzlabel.learning.jobs import JobCancelled
+
+        # A failed job's uploads go (a re-run needs them uploaded again); a cancelled or
+        # interrupted one keeps them, as it may run again.
+        if uploads and not isinstance(exc, JobCancelled):
+            shutil.rmtree(uploads, ignore_errors=True)
+        raise
+
+
+def _run_ingest_job(plan: IngestPlan, params: dict[str, Any], context: JobContext) -> dict[str, Any]:
     expected = plan.expected
     warned_errors = 0
 

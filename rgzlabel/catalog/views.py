@@ -10,6 +10,7 @@ from rgzlabel.catalog.forms import IngestForm
 from rgzlabel.catalog.models import Cutout
 from rgzlabel.catalog.services import start_ingest_job
 from rgzlabel.catalog.thumbnails import UnknownStretch, parse_stretch, thumbnail_etag, thumbnail_png
+from rgzlabel.catalog.uploads import oversized_upload_error
 from rgzlabel.learning.dispatch import BrokerUnavailable
 from rgzlabel.learning.models import Job
 
@@ -39,6 +40,9 @@ def thumbnail(request: HttpRequest, source_id: int) -> HttpResponse:
 def ingest(request: HttpRequest) -> HttpResponse:
     """Staff page: start an ingest of server paths or uploaded FITS files; recent ingest jobs."""
     form = IngestForm(request.POST, request.FILES) if request.method == "POST" else IngestForm()
+    too_large = oversized_upload_error(request) if form.is_bound else None
+    if too_large:
+        form.add_error("files", too_large)
     if form.is_bound and form.is_valid():
         options = form.cleaned_data
         try:

@@ -8,7 +8,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from rgzlabel.learning.jobs import JobContext
+from rgzlabel.learning.jobs import JobContext, row_param
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, Job
 
 
@@ -186,11 +186,19 @@ def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]
 
 
 def evaluate_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """Re-evaluate a classifier version on today's gold set (``params = {"classifier": id}``)."""
+    """Re-evaluate a classifier version on today's gold set.
+
+    ``params``: ``classifier`` (a ClassifierVersion id); without it, the active classifier.
+    """
     from ml.embedding_store import read_embeddings
     from rgzlabel.labelling.services import default_workflow
 
-    classifier = ClassifierVersion.objects.select_related("embedding_set").get(pk=job.params["classifier"])
+    if job.params.get("classifier") in (None, ""):
+        classifier = ClassifierVersion.objects.select_related("embedding_set").filter(is_active=True).first()
+        if classifier is None:
+            raise ValueError('no classifier is active: name one to evaluate, e.g. {"classifier": 3}')
+    else:
+        classifier = row_param(job.params, "classifier", ClassifierVersion)
     bundle = load_classifier(classifier)
     stored = read_embeddings(classifier.embedding_set.path)
     gold_ids, gold_labels = gold_set(default_workflow())

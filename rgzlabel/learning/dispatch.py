@@ -14,7 +14,6 @@ from celery import Celery
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from kombu.exceptions import OperationalError
 
 from rgzlabel.learning.models import Job
 
@@ -55,22 +54,31 @@ def enqueue(job: Job) -> None:
         BrokerUnavailable: the broker refused or could not be reached; the job is marked
             failed with the same message so that nothing waits for it forever.
     """
+    transaction.on_commit(lambda: send_now(job), robust=False)
+
+
+def send_now(job: Job) -> None:
+    """Hand ``job`` to the broker at once; on failure mark it failed and raise.
+
+    Results are not asked for (``ignore_result``): the job row is the record of what
+    happened, and asking would make Celery subscribe to the result store first, which,
+    when it is down, retries for ~20 s and raises an error no one catches.
+    """
     task_name, queue = TASKS[job.kind]
-
-    def send() -> None:
-        try:
-            result = celery_client().send_task(
-                task_name,
-                args=[job.pk],
-                queue=queue,
-                retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
-            )
-        except (OperationalError, OSError) as exc:
-            message = f"Cannot queue {job}: the broker ({settings.BROKER_DESCRIPTION}) is unreachable: {exc}"
-            logger.error(message)
-            Job.objects.filter(pk=job.pk).update(state=Job.State.FAILED, error=message, finished_at=timezone.now())
-            raise BrokerUnavailable(message) from exc
-        Job.objects.filter(pk=job.pk).update(celery_task_id=result.id)
-
-    transaction.on_commit(send, robust=False)
+    try:
+        result = celery_client().send_task(
+            task_name,
+            args=[job.pk],
+            queue=queue,
+            ignore_result=True,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0},
+        )
+    except Exception as exc:  # noqa: BLE001 - any failure to send (kombu, redis, OS) leaves the job unsent
+        message = f"Cannot queue {job}: the broker ({settings.BROKER_DESCRIPTION}) is unreachable: {exc}"
+        logger.error(message)
+        Job.objects.filter(pk=job.pk, state=Job.State.QUEUED).update(
+            state=Job.State.FAILED, error=message, message="not queued: broker unreachable", finished_at=timezone.now()
+        )
+        raise BrokerUnavailable(message) from exc
+    Job.objects.filter(pk=job.pk).update(celery_task_id=result.id)

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 
 from rgzlabel.catalog.models import Cutout
-from rgzlabel.learning.jobs import JobContext
+from rgzlabel.learning.jobs import JobContext, row_param
 from rgzlabel.learning.loop import after_new_embedding
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
 
@@ -96,7 +96,7 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
     method = job.params.get("method", "pca")
     if method not in {"pca", "encoder"}:
         raise ValueError(f"unknown embedding method {method!r}: expected 'pca' or 'encoder'")
-    encoder_version = EncoderVersion.objects.get(pk=job.params["encoder"]) if method == "encoder" else None
+    encoder_version = row_param(job.params, "encoder", EncoderVersion) if method == "encoder" else None
     views = "centre" if encoder_version is None else job.params.get("views", settings.RGZ_EMBED_VIEWS)
     ids, images = load_pool(context=context)
     folder = embeddings_folder()

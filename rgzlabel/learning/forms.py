@@ -29,3 +29,16 @@ class TriggerForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError('parameters must be a JSON object, e.g. {"preset": "tiny"}')
         return value
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("kind") == Job.Kind.INGEST and isinstance(cleaned.get("params"), dict):
+            # The same folder rules as the ingest page: this form must not be a way around them.
+            from rgzlabel.catalog.inputs import InputError
+            from rgzlabel.catalog.services import check_ingest_params
+
+            try:
+                check_ingest_params(cleaned["params"])
+            except InputError as exc:
+                self.add_error("params", str(exc))
+        return cleaned

@@ -19,7 +19,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from rgzlabel.learning.dispatch import enqueue, queue_for
+from rgzlabel.learning.dispatch import BrokerUnavailable, enqueue, queue_for, send_now
 from rgzlabel.learning.models import Job
 
 logger = logging.getLogger(__name__)
@@ -217,6 +217,7 @@ def _requeue_interrupted(job: Job) -> dict[str, Any]:
     Job.objects.filter(pk=job.pk).update(
         state=Job.State.QUEUED,
         started_at=None,
+        celery_task_id="",  # until the new message is sent: the sweep re-sends it if this process dies first
         message="interrupted by a worker shutdown; queued to run again",
     )
     enqueue(job)
@@ -236,3 +237,41 @@ def fail_lost_jobs() -> int:
         error=f"worker lost: no heartbeat for {settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S} s",
         finished_at=timezone.now(),
     )
+
+
+def sweep_unsent_jobs() -> dict[str, int]:
+    """Send again queued jobs whose message never reached the broker; fail them if it is still down.
+
+    A job is unsent when it has no Celery task id ``RGZ_JOB_SEND_GRACE_S`` after it was
+    queued: the process that created it died between the commit and the send, or the
+    broker refused it without the job being marked. Left alone, such a job would block its
+    kind (a singleton) forever, as every later trigger joins it.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    cutoff = timezone.now() - timedelta(seconds=settings.RGZ_JOB_SEND_GRACE_S)
+    counts = {"sent": 0, "failed": 0}
+    for job in Job.objects.filter(state=Job.State.QUEUED, celery_task_id="", created_at__lt=cutoff):
+        try:
+            send_now(job)
+        except BrokerUnavailable:
+            counts["failed"] += 1
+        else:
+            counts["sent"] += 1
+            logger.warning("job %s had never reached the broker: sent again", job.pk)
+    return counts
+
+
+def row_param(params: dict[str, Any], key: str, model: type[Any]) -> Any:
+    """The model row a job parameter names by id, or a ValueError saying what is wrong with it."""
+    value = params.get(key)
+    if value in (None, ""):
+        raise ValueError(f'parameter "{key}" is required, e.g. {{"{key}": 3}}')
+    try:
+        return model.objects.get(pk=int(value))
+    except (TypeError, ValueError):
+        raise ValueError(f'parameter "{key}" must be an id, not {value!r}') from None
+    except model.DoesNotExist:
+        raise ValueError(f'parameter "{key}": there is no {model._meta.verbose_name} {value}') from None

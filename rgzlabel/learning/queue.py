@@ -40,8 +40,8 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
     classifier = ClassifierVersion.objects.filter(is_active=True, embedding_set=embedding_set).first()
     name, params = (policy.policy, policy.params) if classifier else (COLD_START_POLICY, {})
 
-    open_ids = np.array(
-        Subject.objects.filter(workflow=workflow, retired_at__isnull=True).values_list("source_id", flat=True),
+    open_ids = np.array(  # list() first: NumPy would hide a database error behind a ValueError
+        list(Subject.objects.filter(workflow=workflow, retired_at__isnull=True).values_list("source_id", flat=True)),
         dtype=np.int64,
     )
     open_ids = open_ids[np.isin(open_ids, stored.source_ids)]

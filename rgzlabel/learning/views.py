@@ -91,16 +91,22 @@ def promote(request: HttpRequest, classifier_id: int) -> HttpResponse:
 
 @require_GET
 def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
-    """Progress of one job, polled by pages; errors and tracebacks are for staff only."""
+    """Progress of one job, polled by the staff pages (messages name server paths and files)."""
+    if not (request.user.is_authenticated and request.user.is_staff):
+        # JSON, not a redirect to the login page: this is polled by scripts.
+        return JsonResponse({"error": "staff only"}, status=403)
     job = get_object_or_404(Job, pk=job_id)
-    data = {
-        "id": job.pk,
-        "kind": job.kind,
-        "state": job.state,
-        "progress": job.progress,
-        "message": job.message,
-        "metrics": job.metrics,
-    }
-    if request.user.is_staff:
-        data.update(error=job.error, traceback=job.traceback, result=job.result, warnings=job.warnings)
-    return JsonResponse(data)
+    return JsonResponse(
+        {
+            "id": job.pk,
+            "kind": job.kind,
+            "state": job.state,
+            "progress": job.progress,
+            "message": job.message,
+            "metrics": job.metrics,
+            "error": job.error,
+            "traceback": job.traceback,
+            "result": job.result,
+            "warnings": job.warnings,
+        }
+    )

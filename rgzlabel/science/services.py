@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -99,11 +100,15 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
     """Sources most like an uploaded FITS cutout: preprocessed as at ingest, embedded by the active encoder."""
     import os
 
-    from ml.embed import embed
     from ml.fits_io import read_fits
     from ml.preprocess import preprocess
-    from ml.similarity import top_k
 
+    # The file first: a bad or hostile one is refused with its reason, whatever the embeddings.
+    # FitsReadError / PreprocessError are ValueErrors with the reason; the declared size is
+    # checked before any pixel is read.
+    image = read_fits(path, max_pixels=settings.RGZ_MAX_IMAGE_PIXELS)
+    cutout = preprocess(image.data, image.pixel_scale_arcsec, overwrite_input=True)
+    del image
     active = active_embeddings()
     if active is None:
         raise SearchError("there is no embedding yet to search")
@@ -119,8 +124,10 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
             "the active embedding is pixel PCA (the cold start); searching from an uploaded image "
             f"needs a pretrained encoder's embedding, and {later}"
         )
-    image = read_fits(path)  # FitsReadError / PreprocessError are ValueErrors with the reason
-    cutout = preprocess(image.data, image.pixel_scale_arcsec)
+    # Only now torch (seconds to import): a refused file is answered without it.
+    from ml.embed import embed
+    from ml.similarity import top_k
+
     # Looked at the way the stored rows were, or the cosines would compare different things.
     checkpoint = embedding_set.encoder.checkpoint_path
     try:

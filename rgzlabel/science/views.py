@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from rgzlabel.catalog.models import Source
+from rgzlabel.catalog.uploads import oversized_upload_error
 from rgzlabel.labelling.models import Classification, Subject
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
 from rgzlabel.science import services
@@ -125,10 +126,14 @@ def search(request: HttpRequest) -> HttpResponse:
     from pathlib import Path
 
     context: dict = {"pretraining": services.pretraining_status()}
+    status = 200
     upload = request.FILES.get("fits")
     if request.method == "POST":
-        if upload is None:
-            context["error"] = "Choose a FITS file to search with."
+        too_large = oversized_upload_error(request)
+        if too_large:
+            context["error"], status = too_large, 413
+        elif upload is None:
+            context["error"], status = "Choose a FITS file to search with.", 400
         else:
             suffix = "".join(Path(upload.name).suffixes[-2:]) or ".fits"
             with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
@@ -137,7 +142,10 @@ def search(request: HttpRequest) -> HttpResponse:
                 handle.flush()
                 try:
                     context["results"] = services.similar_to_fits(Path(handle.name))
-                except ValueError as exc:  # SearchError, FitsReadError, PreprocessError
+                except services.SearchError as exc:  # the campaign cannot search yet: not the file's fault
                     context["error"] = f"{upload.name}: {exc}"
+                except ValueError as exc:  # FitsReadError, PreprocessError: the file is refused
+                    # FitsReadError's own text names the temporary file; the reason alone, with the upload's name.
+                    context["error"], status = f"{upload.name}: {getattr(exc, 'reason', exc)}", 400
             context["query_name"] = upload.name
-    return render(request, "science/search.html", context)
+    return render(request, "science/search.html", context, status=status)

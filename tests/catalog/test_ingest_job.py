@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
@@ -16,8 +19,10 @@ from tests.conftest import wait_for_job
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_an_ingest_job_runs_in_the_worker_and_reports_bad_files(
-    celery_worker, admin_user, tmp_path, write_fits
+    celery_worker, admin_user, settings, write_fits
 ) -> None:
+    # Inside DATA_DIR, one of the worker's default RGZ_INGEST_ROOTS (it runs with its own settings).
+    tmp_path = Path(tempfile.mkdtemp(dir=settings.DATA_DIR, prefix="ingest-job-"))
     for number in range(3):
         write_fits(tmp_path / f"good_{number}.fits", ra_deg=10.0 + number, seed=number)
     (tmp_path / "broken.fits").write_bytes(b"not FITS at all")
@@ -67,7 +72,8 @@ def test_uploaded_files_are_kept_under_the_job_and_ingested(admin_user, tmp_path
 
 
 @pytest.mark.django_db
-def test_a_job_whose_every_input_fails_is_failed(admin_user, tmp_path) -> None:
+def test_a_job_whose_every_input_fails_is_failed(admin_user, tmp_path, settings) -> None:
+    settings.RGZ_INGEST_ROOTS = [str(tmp_path)]
     job = start_ingest_job(admin_user, paths=[str(tmp_path / "nowhere")])
 
     outcome = run_job(job.pk)

@@ -76,9 +76,26 @@ def test_an_admin_rolls_back_to_an_earlier_classifier(client, admin_user) -> Non
     assert ClassifierVersion.objects.get(is_active=True) == old
 
 
-def test_job_status_hides_errors_from_non_staff(client, volunteer, admin_user) -> None:
-    job = Job.objects.create(kind=Job.Kind.EMBED, state=Job.State.FAILED, error="boom", traceback="Traceback ...")
-    client.force_login(volunteer)
-    assert "error" not in client.get(reverse("learning:job-status", args=[job.pk])).json()
+@pytest.mark.parametrize("persona", ["outsider", "volunteer"])
+def test_job_status_is_for_staff_only(client, volunteer, admin_user, persona) -> None:
+    job = Job.objects.create(kind=Job.Kind.INGEST, message="12/40: /srv/private/file.fits", error="boom")
+    if persona == "volunteer":
+        client.force_login(volunteer)
+    response = client.get(reverse("learning:job-status", args=[job.pk]))
+    assert response.status_code == 403 and "/srv/private" not in response.content.decode()
     client.force_login(admin_user)
     assert client.get(reverse("learning:job-status", args=[job.pk])).json()["error"] == "boom"
+
+
+def test_an_evaluate_job_without_parameters_says_what_it_needs() -> None:
+    from rgzlabel.learning.jobs import run_job
+
+    for params, error in [
+        ({}, 'ValueError: no classifier is active: name one to evaluate, e.g. {"classifier": 3}'),
+        ({"classifier": 999}, 'ValueError: parameter "classifier": there is no classifier version 999'),
+        ({"classifier": "x"}, "ValueError: parameter \"classifier\" must be an id, not 'x'"),
+    ]:
+        job = Job.objects.create(kind=Job.Kind.EVALUATE, params=params)
+        run_job(job.pk)
+        job.refresh_from_db()
+        assert (job.state, job.error) == (Job.State.FAILED, error)

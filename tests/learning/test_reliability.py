@@ -50,6 +50,37 @@ def test_an_admin_cancels_a_running_pretraining(celery_worker, make_source) -> N
     assert not EncoderVersion.objects.exists()
 
 
+def test_a_prefork_worker_shutting_down_queues_its_running_job_again(make_source, tmp_path) -> None:
+    """docker-compose's workers use the prefork pool: the job runs in a pool process, not the main one."""
+    from django.db import connection
+
+    for _ in range(8):
+        make_source()
+    queue = f"prefork-test-{os.getpid()}"
+    env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict))
+    log = open(tmp_path / "prefork-worker.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-c", "1", "-P", "prefork",
+         "--without-gossip", "--without-mingle", "-n", f"prefork-{os.getpid()}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        job = Job.objects.create(kind=Job.Kind.PRETRAIN, params=LONG_PRETRAINING, queue=queue)
+        celery_client().send_task("rgzlabel.run_job", args=[job.pk], queue=queue)
+        wait_until(lambda: is_training(job.pk), what="the prefork worker to start training")
+        worker.send_signal(signal.SIGTERM)  # what `docker compose stop` sends: a warm shutdown
+        worker.wait(timeout=90)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+        log.close()
+
+    job = Job.objects.get(pk=job.pk)
+    assert job.state == Job.State.QUEUED, (tmp_path / "prefork-worker.log").read_text()[-3000:]
+    assert "interrupted by a worker shutdown" in job.message and job.celery_task_id
+    assert not EncoderVersion.objects.exists()
+
+
 def test_a_worker_killed_mid_job_never_leaves_it_running(celery_worker, make_source, settings, tmp_path) -> None:
     from django.db import connection
 

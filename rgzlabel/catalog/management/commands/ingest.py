@@ -7,6 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import OperationalError
 from tqdm import tqdm
 
 from rgzlabel.catalog.inputs import FITS_SUFFIXES, InputKind, plan_ingest
@@ -44,6 +45,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            self._ingest(options)
+        except OperationalError as exc:
+            # One line naming the setting, not a traceback from deep inside the first query.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CommandError(f"cannot reach the database (DATABASE_URL): {reason}") from exc
+
+    def _ingest(self, options: dict[str, Any]) -> None:
         if options["radius"] is not None and options["radius"] < 0:
             raise CommandError("--radius must be 0 or more arcsec")
         verbosity = options["verbosity"]
