@@ -10,9 +10,11 @@ from rgzlabel.labelling.models import Subject
 from rgzlabel.learning.jobs import run_job
 from rgzlabel.learning.loop import learning_tick
 from rgzlabel.learning.models import ClassifierVersion, Job, LoopSettings
-from tests.learning.test_loop import gold, label, pool, run  # noqa: F401  (pool is a fixture)
+from tests.learning import test_loop
+from tests.learning.test_loop import gold, label, run
 
 pytestmark = pytest.mark.django_db
+pool = test_loop.pool  # the same two-cluster pool fixture
 
 
 def test_a_worse_retrain_is_kept_but_not_promoted(pool, workflow, django_capture_on_commit_callbacks) -> None:
