@@ -189,7 +189,10 @@ def queue_summary(workflow) -> dict[str, Any]:
 
     policy = queue_policy(workflow)
     guarded = policy.policy == GUARDED
-    running = (policy.chosen_policy or "random until the first classifier") if guarded else policy.policy
+    from ml.policies import COLD_START_POLICY
+
+    cold = f"{COLD_START_POLICY} (the cold start, until the first classifier)"
+    running = (policy.chosen_policy or cold) if guarded else policy.policy
     candidates = [
         {"name": name, "gain": entry.get("gain"), "labels_ratio": entry.get("labels_ratio")}
         for name, entry in (policy.choice_gains or {}).items()
