@@ -91,7 +91,7 @@ class FewLabelClassifier:
 def _logistic(config: ClassifierConfig, seed: int) -> Pipeline:
     return make_pipeline(
         StandardScaler(),
-        LogisticRegression(C=config.C, max_iter=config.max_iter, random_state=seed),
+        LogisticRegression(C=config.C, max_iter=config.max_iter, class_weight=config.class_weight, random_state=seed),
     )
 
 
@@ -104,9 +104,10 @@ def fit_classifier(
 ) -> FewLabelClassifier:
     """Fit standardised logistic regression on frozen embeddings (the paper's linear probe).
 
-    Probabilities are sigmoid-calibrated with stratified cross-validation when every class
-    has at least ``config.calibrate_min_per_class`` labels; with fewer, calibration folds
-    would be too small to trust and the plain logistic probabilities are returned.
+    Probabilities are sigmoid-calibrated with stratified cross-validation only when
+    ``config.calibrate_min_per_class`` is set and every class has that many labels; by
+    default they are the plain (class-balanced) logistic probabilities, because calibration
+    folds of a few dozen labels can invert the model (docs/benchmarks.md).
 
     Raises:
         DataError: Empty, single-class, non-finite or mismatched inputs (see the checks).
@@ -115,7 +116,9 @@ def fit_classifier(
     matrix = check_embeddings(embeddings)
     targets = check_labels(labels, len(matrix))
     classes, counts = np.unique(targets, return_counts=True)
-    calibrated = counts.min() >= max(config.calibrate_min_per_class, config.calibration_folds)
+    calibrated = config.calibrate_min_per_class is not None and counts.min() >= max(
+        config.calibrate_min_per_class, config.calibration_folds
+    )
     estimator: ClassifierMixin
     if calibrated:
         folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=seed)

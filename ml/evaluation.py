@@ -33,7 +33,7 @@ PAPER_SEEDS = tuple(range(10))
 CLASS_NAMES = ("FRI", "FRII")
 #: The paper's linear probe: C = 1 and no probability calibration (only argmax matters for
 #: the error, and calibration would refit on cross-validation folds of a few labels).
-LINEAR_PROBE = ClassifierConfig(C=1.0, calibrate_min_per_class=2**31)
+LINEAR_PROBE = ClassifierConfig(C=1.0, calibrate_min_per_class=None, class_weight=None)
 
 
 @dataclass(frozen=True)

@@ -433,8 +433,11 @@ def _check_split(embeddings: np.ndarray, labels: np.ndarray, name: str) -> tuple
 def _fit(features: np.ndarray, labels: np.ndarray, config: ClassifierConfig, seed: int) -> Any:
     """The live classifier; the plain probe goes through ml.fastprobe (same optimum, faster)."""
     counts = np.unique(labels, return_counts=True)[1]
-    calibrates = counts.min() >= max(config.calibrate_min_per_class, config.calibration_folds)
-    if calibrates or len(counts) > 2:
+    calibrates = config.calibrate_min_per_class is not None and counts.min() >= max(
+        config.calibrate_min_per_class, config.calibration_folds
+    )
+    # ml.fastprobe fits the unweighted probe only; class-balanced weights go through scikit-learn.
+    if calibrates or len(counts) > 2 or config.class_weight is not None:
         return fit_classifier(features, labels, config, seed=seed)
     return fit_probe(features, labels, config, seed=seed)
 

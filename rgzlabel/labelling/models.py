@@ -14,6 +14,12 @@ DEFAULT_CLASSES = [
 ]
 
 
+def random_key() -> float:
+    import random
+
+    return random.random()
+
+
 def default_classes() -> list[dict[str, str]]:
     return [dict(c) for c in DEFAULT_CLASSES]
 
@@ -49,6 +55,10 @@ class Workflow(models.Model):
         default=5, help_text="the gold share halves after each this many correct gold answers"
     )
     undo_window_s = models.PositiveIntegerField(default=30, help_text="seconds during which a vote can be undone")
+    exploration_share = models.FloatField(
+        default=0.2,
+        help_text="share of served subjects drawn uniformly at random (their labels are the unbiased audit set)",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -77,6 +87,10 @@ class Subject(models.Model):
     consensus_confidence = models.FloatField(null=True, blank=True, help_text="majority share of the votes")
     weighted_label = models.CharField(max_length=32, blank=True, help_text="Dawid-Skene estimate")
     weighted_confidence = models.FloatField(null=True, blank=True)
+    # A uniform random key drawn once: exploration serves the first open subject at or after a
+    # uniform draw, so which subjects are explored is independent of their content.
+    explore_key = models.FloatField(default=random_key)
+    explored = models.BooleanField(default=False, help_text="drawn at random for exploration: an audit label")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -88,6 +102,9 @@ class Subject(models.Model):
                 condition=Q(retired_at__isnull=True),
             ),
             models.Index(fields=["workflow", "retired_at"], name="subject_retired_idx"),
+            models.Index(
+                fields=["workflow", "explore_key"], name="subject_explore_idx", condition=Q(retired_at__isnull=True)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -104,6 +121,7 @@ class Assignment(models.Model):
     volunteer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
     subject = models.ForeignKey(Subject, on_delete=models.CASCADE, related_name="assignments")
     is_gold = models.BooleanField(default=False)
+    explore = models.BooleanField(default=False, help_text="served by random exploration, not by the policy")
     served_at = models.DateTimeField(auto_now=True)
     expires_at = models.DateTimeField(db_index=True)
 
@@ -119,6 +137,7 @@ class Classification(models.Model):
     workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="classifications")
     label = models.CharField(max_length=32)
     is_gold = models.BooleanField(default=False, help_text="an answer to a gold-standard subject")
+    explore = models.BooleanField(default=False, help_text="the subject was served by random exploration")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

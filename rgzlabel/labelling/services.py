@@ -53,6 +53,7 @@ class FlagRejected(ValueError):
 class Served:
     subject: Subject
     is_gold: bool
+    explore: bool = False  # drawn at random for the unbiased audit share, not by the policy
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,39 @@ def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | No
             hold(volunteer, gold, is_gold=True)
             return Served(gold, is_gold=True)
 
+    explore = workflow.exploration_share > 0 and random.random() < workflow.exploration_share
+    if explore:
+        served = _serve_exploration(volunteer, workflow, exclude)
+        if served is not None:
+            return served
+    open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
+    ranked = open_subjects.filter(priority__gt=0).exists()
+    order = ("-priority", "vote_count", "id") if ranked else ("vote_count", "?")
+    return _claim(volunteer, workflow, open_subjects.order_by(*order), exclude)
+
+
+def _serve_exploration(volunteer: User, workflow: Workflow, exclude: list[int]) -> Served | None:
+    """A subject drawn uniformly at random, whatever the policy thinks of it (the audit share).
+
+    Explored subjects that still need votes come first, so each gets its consensus label;
+    otherwise the first open subject at or after a uniform draw of the random key (wrapping
+    round), so which subjects are explored does not depend on what they look like.
+    """
+    open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
+    draw = random.random()
+    for candidates in (
+        open_subjects.filter(explored=True).order_by("-vote_count", "explore_key"),
+        open_subjects.filter(explore_key__gte=draw).order_by("explore_key"),
+        open_subjects.filter(explore_key__lt=draw).order_by("explore_key"),
+    ):
+        served = _claim(volunteer, workflow, candidates, exclude, explore=True)
+        if served is not None:
+            return served
+    return None
+
+
+def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, explore: bool = False) -> Served | None:
+    """Hold the first subject of ``ordered`` the volunteer has not seen and that has a free vote slot."""
     now = timezone.now()
     held = (
         Assignment.objects.filter(subject=OuterRef("pk"), expires_at__gt=now)
@@ -202,19 +236,15 @@ def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | No
         .values("n")
     )
     slots = workflow.retire_after + workflow.redundancy
-    ranked = Subject.objects.filter(workflow=workflow, retired_at__isnull=True, priority__gt=0).exists()
-    order = ("-priority", "vote_count", "id") if ranked else ("vote_count", "?")
     rejected: list[int] = []
     for _ in range(5):
         with transaction.atomic():
             subject = (
-                Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
-                .exclude(source__classifications__volunteer=volunteer)
+                ordered.exclude(source__classifications__volunteer=volunteer)
                 .exclude(source_id__in=exclude)
                 .exclude(pk__in=rejected)
                 .annotate(load=F("vote_count") + Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
                 .filter(load__lt=slots)
-                .order_by(*order)
                 .select_for_update(skip_locked=True, of=("self",))
                 .first()
             )
@@ -224,19 +254,23 @@ def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | No
             # the lock; count again now that we hold it, so a hold committed meanwhile counts.
             holders = Assignment.objects.filter(subject=subject, expires_at__gt=now).exclude(volunteer=volunteer)
             if subject.vote_count + holders.count() < slots:
-                hold(volunteer, subject, is_gold=False)
-                return Served(subject, is_gold=False)
+                if explore and not subject.explored:
+                    Subject.objects.filter(pk=subject.pk).update(explored=True)
+                    subject.explored = True
+                hold(volunteer, subject, is_gold=False, explore=explore)
+                return Served(subject, is_gold=False, explore=explore)
             rejected.append(subject.pk)
     return None
 
 
-def hold(volunteer: User, subject: Subject, *, is_gold: bool) -> None:
+def hold(volunteer: User, subject: Subject, *, is_gold: bool, explore: bool = False) -> None:
     """Hold a vote slot of ``subject`` for ``volunteer`` (one upsert: served again, held anew)."""
+    expires_at = timezone.now() + ASSIGNMENT_TTL
     Assignment.objects.bulk_create(
-        [Assignment(volunteer=volunteer, subject=subject, is_gold=is_gold, expires_at=timezone.now() + ASSIGNMENT_TTL)],
+        [Assignment(volunteer=volunteer, subject=subject, is_gold=is_gold, explore=explore, expires_at=expires_at)],
         update_conflicts=True,
         unique_fields=["volunteer", "subject"],
-        update_fields=["expires_at", "is_gold", "served_at"],
+        update_fields=["expires_at", "is_gold", "explore", "served_at"],
     )
 
 
@@ -300,8 +334,9 @@ def record_classification(volunteer: User, source_id: int, label: str, workflow:
                 gold = GoldLabel.objects.get(workflow=workflow, source_id=source_id)
                 outcome = _record_gold(volunteer, subject, label, gold)
             else:
+                explored = Assignment.objects.filter(volunteer=volunteer, subject=subject, explore=True).exists()
                 classification = Classification.objects.create(
-                    volunteer=volunteer, source_id=source_id, workflow=workflow, label=label
+                    volunteer=volunteer, source_id=source_id, workflow=workflow, label=label, explore=explored
                 )
                 outcome = VoteOutcome(classification, created=True, retired=_count_vote(subject, workflow))
             Assignment.objects.filter(volunteer=volunteer, subject=subject).delete()

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from rgzlabel.learning.classifiers import promote_classifier
+from rgzlabel.learning.classifiers import pin_classifier, unpin_classifier
 from rgzlabel.learning.jobs import request_cancel, rerun_job
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job, LoopSettings, QueuePolicy
 
@@ -38,18 +38,24 @@ class JobAdmin(admin.ModelAdmin):
 
 @admin.register(ClassifierVersion)
 class ClassifierVersionAdmin(admin.ModelAdmin):
-    list_display = ("id", "n_labels", "is_active", "created_at", "promoted_at")
-    actions = ["promote"]
+    list_display = ("id", "n_labels", "is_active", "is_pinned", "promotion", "promotion_reason", "created_at")
+    readonly_fields = ("is_active", "is_pinned", "promotion", "promotion_reason", "promoted_at")
+    actions = ["promote", "unpin"]
 
-    @admin.action(description="Make the selected classifier active (roll back or forward)")
+    @admin.action(description="Make the selected classifier active and pin it (roll back or forward)")
     def promote(self, request, queryset):
         if queryset.count() != 1:
             self.message_user(request, "Select exactly one classifier.", level=messages.ERROR)
             return
         try:
-            promote_classifier(queryset.get())
+            pin_classifier(queryset.get())
         except ValueError as exc:
             self.message_user(request, str(exc), level=messages.ERROR)
+
+    @admin.action(description="Unpin the selected classifiers (retrains may replace them again)")
+    def unpin(self, request, queryset):
+        for classifier in queryset:
+            unpin_classifier(classifier)
 
 
 admin.site.register(EncoderVersion)

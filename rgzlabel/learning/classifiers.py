@@ -43,6 +43,15 @@ def consensus_labels(workflow) -> tuple[np.ndarray, list[str], Any]:
     return np.array(ids, dtype=np.int64), labels, newest
 
 
+def explored_ids(workflow) -> np.ndarray:
+    """Sources drawn at random by the queue's exploration share: their labels are an unbiased sample."""
+    from rgzlabel.labelling.models import Subject
+
+    return np.array(
+        Subject.objects.filter(workflow=workflow, explored=True).values_list("source_id", flat=True), dtype=np.int64
+    )
+
+
 def gold_set(workflow) -> tuple[np.ndarray, list[str]]:
     """The held-out expert labels the classifier is evaluated on (never used to train it)."""
     from rgzlabel.labelling.models import GoldLabel
@@ -68,15 +77,86 @@ def evaluate(model, matrix_rows: np.ndarray, labels: list[str], classes: list[st
     }
 
 
-def promote_classifier(classifier: ClassifierVersion) -> None:
-    """Make ``classifier`` the active one, atomically (also how admins roll back)."""
+def promote_classifier(classifier: ClassifierVersion, *, reason: str = "") -> None:
+    """Make ``classifier`` the active one, atomically, and record why."""
     from django.utils import timezone
 
     if not classifier.metrics.get("evaluated"):
         raise ValueError(f"{classifier} has not been evaluated; only evaluated classifiers can be promoted")
     with transaction.atomic():
         ClassifierVersion.objects.filter(is_active=True).exclude(pk=classifier.pk).update(is_active=False)
-        ClassifierVersion.objects.filter(pk=classifier.pk).update(is_active=True, promoted_at=timezone.now())
+        ClassifierVersion.objects.filter(pk=classifier.pk).update(
+            is_active=True, promoted_at=timezone.now(), promotion="promoted", promotion_reason=reason[:512]
+        )
+
+
+def pin_classifier(classifier: ClassifierVersion) -> None:
+    """An admin's "make active": promote ``classifier`` and keep it active until unpinned."""
+    with transaction.atomic():
+        promote_classifier(classifier, reason="made active by an admin (pinned)")
+        ClassifierVersion.objects.exclude(pk=classifier.pk).filter(is_pinned=True).update(is_pinned=False)
+        ClassifierVersion.objects.filter(pk=classifier.pk).update(is_pinned=True)
+
+
+def unpin_classifier(classifier: ClassifierVersion) -> None:
+    """Let retrains replace ``classifier`` again (it stays active until one is promoted)."""
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(is_pinned=False)
+
+
+def reject_classifier(classifier: ClassifierVersion, reason: str) -> None:
+    """Keep ``classifier`` but leave the active one in place, with the reason."""
+    ClassifierVersion.objects.filter(pk=classifier.pk).update(promotion="rejected", promotion_reason=reason[:512])
+
+
+def promotion_decision(
+    new_correct: np.ndarray, active_correct: np.ndarray | None, active: ClassifierVersion | None
+) -> tuple[bool, str]:
+    """Whether a new version may replace the active one, judged on the same unbiased items.
+
+    Promoted when no version is active, or when its mean paired difference in correctness
+    against the active version is >= 0 (not worse on the same items); a pinned active
+    version is never replaced. The reason quotes the difference and its 95 % interval.
+    """
+    from ml.guard import mean_interval
+
+    if active is not None and active.is_pinned:
+        return False, f"classifier {active.pk} is pinned by an admin; unpin it to let retrains replace it"
+    if active is None or active_correct is None:
+        return True, "no active classifier to compare with"
+    if len(new_correct) == 0:
+        return True, "no unbiased items to compare on; promoted on more labels"
+    difference = new_correct.astype(float) - active_correct.astype(float)
+    mean, low, high = mean_interval(difference)
+    spread = (
+        f"{100 * mean:+.1f} points (95 % interval {100 * low:+.1f} to {100 * high:+.1f}) on {len(difference)} items"
+    )
+    if mean >= 0:
+        return True, f"not worse than classifier {active.pk}: {spread}"
+    return False, f"worse than the active classifier {active.pk}: {spread}"
+
+
+def accuracy_metrics(correct: np.ndarray, n_gold: int, n_audit: int) -> dict[str, Any]:
+    """The accuracy on unbiased items with its Wilson 95 % interval, for storing in ``metrics``."""
+    from ml.guard import accuracy_estimate
+
+    mean, low, high = accuracy_estimate(correct)
+    return {"accuracy_low": low, "accuracy_high": high, "n_gold": n_gold, "n_audit": n_audit}
+
+
+def _correct_of(classifier: ClassifierVersion, ids: np.ndarray, labels: list[str]) -> np.ndarray | None:
+    """Whether ``classifier`` is right on each of ``ids`` (None when it cannot predict them all)."""
+    from ml.embed import read_embeddings
+
+    try:
+        bundle = load_classifier(classifier)
+        stored = read_embeddings(classifier.embedding_set.path)
+    except (OSError, EOFError, ValueError):
+        return None
+    if len(ids) == 0 or not np.isin(ids, stored.source_ids).all():
+        return None
+    classes = list(bundle["classes"])
+    predicted = [classes[int(i)] for i in bundle["model"].predict(stored.vectors(ids))]
+    return np.array([p == t for p, t in zip(predicted, labels, strict=True)])
 
 
 def load_classifier(classifier: ClassifierVersion):
@@ -87,7 +167,13 @@ def load_classifier(classifier: ClassifierVersion):
 
 
 def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """Fit the classifier on the consensus labels, evaluate it, promote it, refresh the queue."""
+    """Fit the classifier on the consensus labels, evaluate it, promote it if not worse, refresh the queue.
+
+    The evaluation items are unbiased: the gold set and the labels of sources served by
+    random exploration, both left out of training. The new version is compared with the
+    active one on exactly those items (paired), and promoted only when not worse; a rejected
+    version is kept with the reason, and a version pinned by an admin is never replaced.
+    """
     import pickle
 
     from ml.classifier import fit_classifier, fit_ensemble
@@ -102,6 +188,10 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     classes = classifier_classes(workflow)
     ids, labels, newest = consensus_labels(workflow)
     stored = read_embeddings(embedding_set.path)
+    # Exploration labels are the audit set: held out of training so they can judge the model.
+    audit = np.isin(ids, explored_ids(workflow)) & np.isin(ids, stored.source_ids)
+    audit_ids, audit_labels = ids[audit], [label for label, a in zip(labels, audit, strict=True) if a]
+    ids, labels = ids[~audit], [label for label, a in zip(labels, audit, strict=True) if not a]
     ids, labels = training_labels(ids, labels, classes, available=stored.source_ids)
     counts = {c: labels.count(c) for c in classes}
     context.progress(0.3, f"fitting on {len(ids)} consensus labels {counts}", force=True)
@@ -110,14 +200,22 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     model = fit_classifier(train_x, train_y, seed=int(job.params.get("seed", 0)))
     committee = fit_ensemble(train_x, train_y, n_members=5, seed=int(job.params.get("seed", 0)))
 
-    context.progress(0.7, "evaluating on the held-out expert (gold) set", force=True)
+    context.progress(0.7, "evaluating on the held-out gold and random-exploration labels", force=True)
     gold_ids, gold_labels = gold_set(workflow)
     keep = np.isin(gold_ids, stored.source_ids) & ~np.isin(gold_ids, ids)
     gold_ids, gold_labels = gold_ids[keep], [label for label, k in zip(gold_labels, keep, strict=True) if k]
-    if len(gold_ids) >= 5:
-        metrics = {**evaluate(model, stored.vectors(gold_ids), gold_labels, classes), "evaluated_on": "gold"}
+    eval_ids = np.concatenate([gold_ids, audit_ids])
+    eval_labels = [*gold_labels, *audit_labels]
+    if len(eval_ids) >= 5:
+        metrics = {**evaluate(model, stored.vectors(eval_ids), eval_labels, classes), "evaluated_on": "gold"}
+        if len(audit_ids):
+            metrics["evaluated_on"] = "gold + exploration"
+        predicted = model.predict(stored.vectors(eval_ids))
+        new_correct = np.array([classes[int(p)] == t for p, t in zip(predicted, eval_labels, strict=True)])
+        metrics.update(accuracy_metrics(new_correct, len(gold_ids), len(audit_ids)))
     else:
         metrics = {**cross_validated(train_x, train_y, classes), "evaluated_on": "cross-validation"}
+        new_correct = np.zeros(0, dtype=bool)
         if embedding_set.encoder is not None and embedding_set.encoder.config.get("finetuned_from"):
             metrics["caveat"] = "optimistic: the fine-tuned encoder has seen these labels; add gold labels"
     metrics.update(evaluated=True, label_counts=counts)
@@ -136,12 +234,21 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
         path=str(path),
         job=job,
     )
-    promote_classifier(classifier)
+    active = ClassifierVersion.objects.select_related("embedding_set").filter(is_active=True).first()
+    active_correct = _correct_of(active, eval_ids, eval_labels) if active is not None and len(new_correct) else None
+    promote, reason = promotion_decision(new_correct, active_correct, active)
+    if promote:
+        promote_classifier(classifier, reason=reason)
+    else:
+        reject_classifier(classifier, reason)
     refresh = create_job(Job.Kind.REFRESH)
+    verdict = "promoted" if promote else "not promoted"
     return {
         "summary": f"classifier {classifier.pk}: {len(ids)} labels, accuracy {metrics['accuracy']:.1%} "
-        f"({metrics['evaluated_on']})",
+        f"({metrics['evaluated_on']}); {verdict}: {reason}",
         "classifier": classifier.pk,
+        "promoted": promote,
+        "reason": reason,
         "metrics": metrics,
         "refresh_job": refresh.pk,
     }

@@ -44,7 +44,9 @@ def learning_tick() -> dict[str, Any]:
     actions: dict[str, Any] = {"enabled": True}
     workflow = default_workflow()
     if EmbeddingSet.objects.filter(is_active=True).exists():
-        active = ClassifierVersion.objects.filter(is_active=True).first()
+        # The newest version, promoted or not: a rejected retrain has seen these labels too,
+        # so it must not trigger another retrain on the same labels every minute.
+        active = ClassifierVersion.objects.first()
         new_labels = Subject.objects.filter(workflow=workflow, retired_at__isnull=False).exclude(
             retire_reason__in=["gold", "field guide", "to expert"]
         )

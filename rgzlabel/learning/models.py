@@ -63,9 +63,13 @@ class EmbeddingSet(models.Model):
 class ClassifierVersion(models.Model):
     """A few-label classifier trained on an embedding set, with its evaluation.
 
-    Only an evaluated classifier is promoted to active (``promote_classifier``); admins
-    may roll back by promoting an earlier version.
+    A retrain is promoted to active only when it is not worse than the active version on
+    the same unbiased items (gold + random-exploration labels it did not train on); a
+    rejected version is kept with ``promotion = "rejected"`` and the reason. An admin's
+    "make active" pins a version: it stays active through retrains until unpinned.
     """
+
+    PROMOTION_CHOICES = [("", "not decided"), ("promoted", "promoted"), ("rejected", "not promoted")]
 
     embedding_set = models.ForeignKey(EmbeddingSet, on_delete=models.PROTECT, related_name="classifiers")
     classes = models.JSONField(default=list, help_text="class keys, in the order of the probability columns")
@@ -75,6 +79,9 @@ class ClassifierVersion(models.Model):
     path = models.CharField(max_length=1024, blank=True)
     is_active = models.BooleanField(default=False)
     promoted_at = models.DateTimeField(null=True, blank=True)
+    is_pinned = models.BooleanField(default=False, help_text="made active by an admin: retrains do not replace it")
+    promotion = models.CharField(max_length=16, choices=PROMOTION_CHOICES, blank=True)
+    promotion_reason = models.CharField(max_length=512, blank=True)
     job = models.ForeignKey("Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -86,6 +93,23 @@ class ClassifierVersion(models.Model):
 
     def __str__(self) -> str:
         return f"classifier {self.pk} ({self.n_labels} labels)"
+
+    @property
+    def accuracy_text(self) -> str:
+        """E.g. "72.5 % +- 8 (40 gold + 12 exploration)": the estimate, its 95 % half-width, its items."""
+        metrics = self.metrics or {}
+        if metrics.get("accuracy") is None:
+            return "not evaluated"
+        text = f"{100 * metrics['accuracy']:.1f} %"
+        if metrics.get("accuracy_low") is not None:
+            half = 100 * (metrics["accuracy_high"] - metrics["accuracy_low"]) / 2
+            text += f" +- {half:.0f}"
+        n_gold, n_audit = metrics.get("n_gold"), metrics.get("n_audit")
+        if n_gold is not None:
+            text += f" ({n_gold} gold" + (f" + {n_audit} exploration)" if n_audit else ")")
+        else:
+            text += f" ({metrics.get('n_eval', '?')} {metrics.get('evaluated_on', 'items')})"
+        return text
 
 
 class Job(models.Model):
@@ -161,14 +185,36 @@ class Job(models.Model):
         return (end - self.started_at).total_seconds()
 
 
+#: The queue policy that picks among ``candidates`` from the campaign's own labels at every refresh.
+GUARDED = "guarded"
+#: Policies the guarded queue weighs against random by default.
+GUARDED_CANDIDATES = ["margin", "density_weighted", "diverse_uncertainty"]
+
+
+def default_candidates() -> list[str]:
+    return list(GUARDED_CANDIDATES)
+
+
 class QueuePolicy(models.Model):
-    """How the labelling queue of a workflow is ranked: an ``ml.policies`` policy and its parameters."""
+    """How the labelling queue of a workflow is ranked.
+
+    ``policy`` is ``"guarded"`` (the default: ``ml.guard.choose_policy`` picks one of
+    ``candidates`` from the campaign's unbiased labels at each refresh, random unless one is
+    measurably better) or a concrete ``ml.policies`` policy an admin pinned. The last choice
+    and its reason are kept for the dashboard.
+    """
 
     workflow = models.OneToOneField("labelling.Workflow", on_delete=models.CASCADE, related_name="queue_policy")
-    policy = models.CharField(max_length=32, default="density_weighted")
+    policy = models.CharField(max_length=32, default=GUARDED)
     params = models.JSONField(default=dict, blank=True, help_text="the policy's own parameters")
+    candidates = models.JSONField(default=default_candidates, blank=True, help_text="policies the guarded queue weighs")
     queue_length = models.PositiveIntegerField(default=1000, help_text="subjects ranked at each refresh")
     seed = models.PositiveIntegerField(default=0)
+    chosen_policy = models.CharField(max_length=32, blank=True, help_text="the policy the last refresh ranked with")
+    choice_reason = models.CharField(max_length=512, blank=True)
+    choice_gains = models.JSONField(default=dict, blank=True, help_text="per candidate: gain vs random, 95 % CI")
+    choice_n_audit = models.PositiveIntegerField(default=0)
+    chosen_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -182,6 +228,15 @@ class QueuePolicy(models.Model):
 
         from ml.policies import PolicyConfigError, policy_parameters
 
+        if self.policy == GUARDED:
+            for name in self.candidates:
+                try:
+                    policy_parameters(name)
+                except PolicyConfigError as exc:
+                    raise ValidationError({"candidates": str(exc)}) from exc
+            if self.params:
+                raise ValidationError({"params": "the guarded queue takes no parameters; its candidates use defaults"})
+            return
         try:
             known = policy_parameters(self.policy)
         except PolicyConfigError as exc:

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from rgzlabel.learning.classifiers import consensus_labels, load_classifier
 from rgzlabel.learning.jobs import JobContext
-from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, Job
+from rgzlabel.learning.models import GUARDED, ClassifierVersion, EmbeddingSet, Job
 
 
 def queue_policy(workflow) -> Any:
@@ -51,6 +51,10 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
         return {"summary": "no open subjects to rank", "ranked": 0}
     labelled_mask = np.zeros(len(pool_ids), dtype=bool)
     labelled_mask[len(open_ids) :] = True
+    if name == GUARDED:
+        context.progress(0.1, "choosing the policy from the campaign's unbiased labels", force=True)
+        choice = choose_guarded_policy(workflow, policy, stored)
+        name, params = choice.policy, {}
     context.progress(0.2, f"scoring {len(pool_ids)} sources with {name}", force=True)
     inputs: dict[str, Any] = {}
     needed = policy_inputs(name)
@@ -81,10 +85,52 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
         for subject in subjects:
             subject.priority = priorities[subject.source_id]
         Subject.objects.bulk_update(subjects, ["priority"], batch_size=2000)
+    summary = f"ranked {len(ranked)} of {len(open_ids)} open subjects with {name}"
+    if policy.policy == GUARDED and classifier is not None:
+        summary += f" (guarded: {policy.choice_reason})"
     return {
-        "summary": f"ranked {len(ranked)} of {len(open_ids)} open subjects with {name}",
+        "summary": summary,
         "policy": name,
         "ranked": len(ranked),
         "top": [int(pool_ids[i]) for i in ranked[:10]],
         "classifier": classifier.pk if classifier else None,
     }
+
+
+def choose_guarded_policy(workflow, policy, stored) -> Any:
+    """Re-run ``ml.guard.choose_policy`` on the campaign's labels and store the choice and its reason.
+
+    The labelled rows are the consensus labels plus the gold set; the audit rows (the
+    unbiased judges) are the gold sources and those served by random exploration.
+    """
+    from django.utils import timezone
+
+    from ml.guard import choose_policy
+    from rgzlabel.learning.classifiers import explored_ids, gold_set
+
+    ids, labels, _ = consensus_labels(workflow)
+    gold_ids, gold_labels = gold_set(workflow)
+    audit = np.concatenate([np.isin(ids, explored_ids(workflow)), np.ones(len(gold_ids), dtype=bool)])
+    ids = np.concatenate([ids, gold_ids])
+    labels = [*labels, *gold_labels]
+    known = np.isin(ids, stored.source_ids)
+    ids, audit = ids[known], audit[known]
+    labels = np.array([label for label, k in zip(labels, known, strict=True) if k])
+    rows = stored.rows(ids)
+    choice = choose_policy(stored.matrix, rows, labels, audit, list(policy.candidates), seed=policy.seed)
+    gains = {
+        name: {
+            "gain": [float(v) for v in values],
+            "labels_ratio": [float(v) for v in choice.labels_ratio.get(name, ())],
+        }
+        for name, values in choice.gains.items()
+    }
+    type(policy).objects.filter(pk=policy.pk).update(
+        chosen_policy=choice.policy,
+        choice_reason=choice.reason[:512],
+        choice_gains=gains,
+        choice_n_audit=choice.n_audit,
+        chosen_at=timezone.now(),
+    )
+    policy.refresh_from_db()
+    return choice

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:job_id>/rerun/", views.rerun, name="rerun"),
     path("<int:job_id>.json", views.job_status, name="job-status"),
     path("classifiers/<int:classifier_id>/promote/", views.promote, name="promote"),
+    path("classifiers/<int:classifier_id>/unpin/", views.unpin, name="unpin"),
 ]

@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from rgzlabel.learning.classifiers import promote_classifier
+from rgzlabel.learning.classifiers import pin_classifier, unpin_classifier
 from rgzlabel.learning.dispatch import BrokerUnavailable
 from rgzlabel.learning.forms import TriggerForm
 from rgzlabel.learning.jobs import create_job, request_cancel, rerun_job
@@ -81,11 +81,20 @@ def rerun(request: HttpRequest, job_id: int) -> HttpResponse:
 def promote(request: HttpRequest, classifier_id: int) -> HttpResponse:
     classifier = get_object_or_404(ClassifierVersion, pk=classifier_id)
     try:
-        promote_classifier(classifier)
+        pin_classifier(classifier)
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Classifier {classifier.pk} is now active.")
+        messages.success(request, f"Classifier {classifier.pk} is now active and pinned: retrains will not replace it.")
+    return redirect("learning:jobs")
+
+
+@staff_member_required
+@require_POST
+def unpin(request: HttpRequest, classifier_id: int) -> HttpResponse:
+    classifier = get_object_or_404(ClassifierVersion, pk=classifier_id)
+    unpin_classifier(classifier)
+    messages.success(request, f"Classifier {classifier.pk} is unpinned: the next better retrain may replace it.")
     return redirect("learning:jobs")
 
 

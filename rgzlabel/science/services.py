@@ -225,6 +225,53 @@ def campaign_summary(days: int = 30) -> dict[str, Any]:
         "active_classifier": active,
         "confusion": list(zip(active.classes, active.metrics.get("confusion", []), strict=False)) if active else [],
         "encoder": EncoderVersion.objects.first(),
+        "queue": queue_summary(workflow),
+    }
+
+
+def queue_summary(workflow) -> dict[str, Any]:
+    """Which policy ranks the queue and why, the exploration share, and the saving against random.
+
+    The saving is the guard's replay estimate for the running policy (labels random would need
+    for the same accuracy, as a multiple); with random running, or before the guard could
+    judge, it is not measurable and the page says so.
+    """
+    from rgzlabel.learning.models import GUARDED
+    from rgzlabel.learning.queue import queue_policy
+
+    policy = queue_policy(workflow)
+    guarded = policy.policy == GUARDED
+    from ml.policies import COLD_START_POLICY
+
+    cold = f"{COLD_START_POLICY} (the cold start, until the first classifier)"
+    running = (policy.chosen_policy or cold) if guarded else policy.policy
+    candidates = [
+        {"name": name, "gain": entry.get("gain"), "labels_ratio": entry.get("labels_ratio")}
+        for name, entry in (policy.choice_gains or {}).items()
+        if isinstance(entry, dict)
+    ]
+    chosen = next((c for c in candidates if c["name"] == policy.chosen_policy), None)
+    if guarded and chosen and chosen["labels_ratio"]:
+        ratio, low, high = chosen["labels_ratio"]
+        saving = (
+            f"random sampling would need {ratio:.2f}x the labels for the same accuracy "
+            f"(95 % interval {low:.2f}x to {high:.2f}x; replayed on {policy.choice_n_audit} unbiased labels)"
+        )
+    elif guarded and policy.chosen_policy == "random":
+        saving = "none: random sampling is running, because no policy is measurably better yet"
+    else:
+        saving = "not yet measurable"
+    served = Classification.objects.filter(workflow=workflow, is_gold=False)
+    return {
+        "policy": policy,
+        "guarded": guarded,
+        "running": running,
+        "reason": policy.choice_reason if guarded else "pinned by an admin",
+        "candidates": candidates,
+        "saving": saving,
+        "exploration_share": workflow.exploration_share,
+        "n_explore_votes": served.filter(explore=True).count(),
+        "n_votes": served.count(),
     }
 
 

@@ -78,3 +78,14 @@ def test_predicting_on_the_wrong_width_or_non_finite_rows_is_a_clear_error():
         classifier.predict_proba(x[:, :8])
     with pytest.raises(DataError):
         classifier.predict_proba(np.full((1, 16), np.nan))
+
+
+def test_by_default_it_is_uncalibrated_and_does_not_lean_to_the_majority_class():
+    x, y = two_blobs(60, seed=3, width=16)
+    x = x + np.random.default_rng(3).normal(0, 3, x.shape).astype(np.float32)  # overlapping classes
+    unbalanced = np.concatenate([np.flatnonzero(y == 0)[:8], np.flatnonzero(y == 1)])
+    classifier = fit_classifier(x[unbalanced], y[unbalanced])
+    assert not classifier.calibrated
+    plain = fit_classifier(x[unbalanced], y[unbalanced], ClassifierConfig(class_weight=None))
+    # Balanced weights predict the rare class more often than the unweighted fit does.
+    assert (classifier.predict(x) == 0).sum() > (plain.predict(x) == 0).sum()
