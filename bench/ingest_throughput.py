@@ -158,7 +158,8 @@ def measure_ingest(folder: Path) -> dict:
     from ml.preprocess import preprocess
     from ml.thumbnail import render_thumbnail
     from rgzlabel.catalog.inputs import find_fits_files
-    from rgzlabel.catalog.services import IngestReport, ingest_paths, sync_subjects_after_ingest
+    from rgzlabel.catalog.services import IngestReport, ingest_paths
+    from rgzlabel.learning.ingest import sync_subjects_after_ingest
 
     call_command("migrate", verbosity=0)
     # Warm up: imports and lookup tables are paid once per process, not per file.

@@ -16,7 +16,7 @@ def run_job(job_id: int) -> dict[str, Any]:
 
 @app.task(name="rgzlabel.sweep_lost_jobs")
 def sweep_lost_jobs() -> dict[str, Any]:
-    from rgzlabel.catalog.services import delete_uploads_of_failed_jobs
+    from rgzlabel.learning.ingest import delete_uploads_of_failed_jobs
     from rgzlabel.learning.jobs import fail_lost_jobs, sweep_unsent_jobs
 
     failed = fail_lost_jobs()

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import math
 import re
-import shutil
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -40,19 +39,13 @@ from rgzlabel.catalog.inputs import (
 from rgzlabel.catalog.models import Cutout, Provenance, Source
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser
-    from django.core.files.uploadedfile import UploadedFile
-
     from ml.datasets import RowError, SourceRecord
     from ml.skyindex import SkyIndex
-    from rgzlabel.learning.jobs import JobContext
-    from rgzlabel.learning.models import Job
 
 logger = logging.getLogger(__name__)
 
 
 #: How many kinds of header warning a job copies into its record (all are in each provenance).
-_JOB_WARNING_KINDS = 20
 
 
 class NothingIngested(RuntimeError):
@@ -150,7 +143,8 @@ class PositionIndex:
             .values_list("id", "ra_deg", "dec_deg")
         )
         for source_id, ra_deg, dec_deg in rows:
-            self.sky.add(source_id, ra_deg, dec_deg)
+            if ra_deg is not None and dec_deg is not None:
+                self.sky.add(source_id, ra_deg, dec_deg)
         if rows:
             self.last_id = rows[-1][0]
 
@@ -416,18 +410,7 @@ def ingest_dataset(
     return ingest_paths([path] if path else [], kind=name, on_record=on_record)
 
 
-def sync_subjects_after_ingest() -> int:
-    """Give the new sources their labelling subjects; returns how many were created."""
-    # Imported here: labelling depends on catalog, not the other way round.
-    from rgzlabel.labelling.services import choose_field_guide_examples, default_workflow, sync_subjects
-
-    created = sync_subjects()
-    # New catalogue labels (e.g. MiraBest's hybrids) may give a class its first field-guide examples.
-    choose_field_guide_examples(default_workflow())
-    return created
-
-
-# --- ingest as a background job -----------------------------------------------------------
+# --- where a background ingest may read (its job lives in rgzlabel.learning.ingest) ----------
 
 
 def upload_folder(job_id: int) -> Path:
@@ -439,7 +422,7 @@ def uploads_root() -> Path:
     return Path(settings.DATA_DIR) / "uploads"
 
 
-def _job_paths(params: dict[str, Any]) -> list[str]:
+def job_paths(params: dict[str, Any]) -> list[str]:
     """The server paths of an ingest job's parameters (``paths``, and an older single ``path``)."""
     paths = params.get("paths") or []
     if isinstance(paths, str):
@@ -458,7 +441,7 @@ def check_ingest_params(params: dict[str, Any]) -> None:
         InputError: a path outside the allowed folders, a relative path, or an upload
             folder that is not one the ingest page made.
     """
-    paths = _job_paths(params)
+    paths = job_paths(params)
     relative = [path for path in paths if not Path(path).is_absolute()]
     if relative:
         raise InputError(f"use absolute paths: {', '.join(relative)}")
@@ -471,161 +454,3 @@ def check_ingest_params(params: dict[str, Any]) -> None:
     uploads = params.get("upload_folder")
     if uploads and (outside_roots([uploads], [uploads_root()]) or Path(uploads).resolve() == uploads_root().resolve()):
         raise InputError(f"upload_folder must be a folder the ingest page made under {uploads_root()}, not {uploads}")
-
-
-def start_ingest_job(
-    user: AbstractBaseUser | None,
-    *,
-    paths: Sequence[str] = (),
-    uploads: Sequence[UploadedFile] = (),
-    dataset: str | None = None,
-    survey: str | None = None,
-    radius_arcsec: float | None = None,
-    allow_no_position: bool = False,
-) -> Job:
-    """Queue an ingest of server paths and/or uploaded FITS files.
-
-    Uploads are saved under :func:`upload_folder` before the job's transaction commits, so
-    the worker (which receives the job only after the commit) always finds them. The
-    worker must see ``DATA_DIR``: on several machines it is a shared volume.
-
-    Args:
-        user: the admin who asked (recorded on the job).
-        paths: files or folders on the worker's file system.
-        uploads: FITS files sent with the request.
-        dataset: force the kind of every path (see :class:`InputKind`); uploads are FITS.
-        survey, radius_arcsec, allow_no_position: as for :func:`ingest_inputs`.
-    """
-    from rgzlabel.learning.jobs import create_job
-    from rgzlabel.learning.models import Job
-
-    params = {
-        "paths": [str(path) for path in paths],
-        "upload_folder": None,
-        "dataset": dataset or None,
-        "survey": survey or None,
-        "radius_arcsec": radius_arcsec,
-        "allow_no_position": allow_no_position,
-    }
-    folder: Path | None = None
-    try:
-        with transaction.atomic():
-            job = create_job(Job.Kind.INGEST, params, user=user)
-            if uploads:
-                folder = upload_folder(job.pk)
-                _save_uploads(uploads, folder)
-                # Named in the parameters (not derived from the job id) so that a re-run of
-                # this job, which copies them, reads the same files.
-                job.params["upload_folder"] = str(folder)
-                job.save(update_fields=["params"])
-    except BaseException:
-        # Nothing will read them: the job was rolled back, or failed at commit (BrokerUnavailable).
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    return job
-
-
-def delete_uploads_of_failed_jobs() -> int:
-    """Delete the upload folders of ingest jobs that failed (any way: a bad file, a lost
-    worker, the broker down); returns how many. Run by beat's sweep.
-
-    Only folders whose job exists and is failed: a folder being filled belongs to a job
-    not yet committed, which this process cannot see.
-    """
-    from rgzlabel.learning.models import Job
-
-    root = uploads_root()
-    if not root.is_dir():
-        return 0
-    ids = {int(path.name): path for path in root.iterdir() if path.is_dir() and path.name.isdigit()}
-    failed = Job.objects.filter(pk__in=ids, kind=Job.Kind.INGEST, state=Job.State.FAILED).values_list("pk", flat=True)
-    for job_id in failed:
-        shutil.rmtree(ids[job_id], ignore_errors=True)
-    return len(failed)
-
-
-def _save_uploads(uploads: Sequence[UploadedFile], folder: Path) -> None:
-    from django.utils.text import get_valid_filename
-
-    folder.mkdir(parents=True, exist_ok=False)
-    for number, upload in enumerate(uploads, start=1):
-        # Never trust a client's file name: no folders, no odd characters, no clashes.
-        name = get_valid_filename(Path(upload.name or "").name) or f"upload-{number}.fits"
-        target = folder / name
-        if target.exists():
-            target = folder / f"{number}-{name}"
-        with target.open("wb") as handle:
-            for chunk in upload.chunks():
-                handle.write(chunk)
-
-
-def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """The Celery job behind the staff ingest page.
-
-    ``job.params``: ``paths`` (server files or folders), ``upload_folder`` (uploaded FITS
-    files, always read as FITS), ``dataset`` (force the kind of the paths), ``survey``,
-    ``radius_arcsec``, ``allow_no_position``. An older ``path`` key is read as one more
-    path; with no paths and no uploads it ingests the Griese set of the installed package.
-
-    Raises:
-        NothingIngested: every input failed (the job is then marked failed).
-    """
-    params = job.params
-    check_ingest_params(params)  # again: parameters can be edited or re-run after they were checked
-    paths = _job_paths(params)
-    uploads = params.get("upload_folder")
-    roots = settings.RGZ_INGEST_ROOTS
-    plan = plan_ingest(paths, kind=params.get("dataset"), roots=roots) if paths or not uploads else IngestPlan()
-    if uploads:
-        uploaded = plan_ingest([uploads], kind=InputKind.FITS, roots=[uploads_root()])
-        plan.inputs += uploaded.inputs
-        plan.rejected += uploaded.rejected
-    try:
-        return _run_ingest_job(plan, params, context)
-    except BaseException as exc:
-        from rgzlabel.learning.jobs import JobCancelled
-
-        # A failed job's uploads go (a re-run needs them uploaded again); a cancelled or
-        # interrupted one keeps them, as it may run again.
-        if uploads and not isinstance(exc, JobCancelled):
-            shutil.rmtree(uploads, ignore_errors=True)
-        raise
-
-
-def _run_ingest_job(plan: IngestPlan, params: dict[str, Any], context: JobContext) -> dict[str, Any]:
-    expected = plan.expected
-    warned_errors = 0
-
-    def report_progress(report: IngestReport) -> None:
-        nonlocal warned_errors
-        # Failures are copied to the job as they happen, so an admin sees them mid-run.
-        for error in report.errors[warned_errors:]:
-            context.warn(f"failed: {error}")
-        warned_errors = len(report.errors)
-        done = report.total
-        context.progress(
-            done / expected if expected else 0.0, f"{done}{f'/{expected}' if expected else ''}: {report.summary()}"
-        )
-
-    def on_record(report: IngestReport) -> None:
-        report_progress(report)
-        context.check_cancelled()
-
-    try:
-        report = ingest_inputs(
-            plan,
-            survey=params.get("survey"),
-            radius_arcsec=params.get("radius_arcsec"),
-            allow_no_position=bool(params.get("allow_no_position")),
-            on_record=on_record,
-        )
-    finally:
-        # Even when cancelled, the sources already written (each committed) become labellable.
-        subjects_created = sync_subjects_after_ingest()
-    report_progress(report)  # paths rejected before any record was read
-    for kind, files in report.warning_kinds.most_common(_JOB_WARNING_KINDS):
-        context.warn(f"warning in {files} file(s): {kind}")
-    if report.failed and report.total == report.failed:
-        raise NothingIngested(f"all {report.failed} input(s) failed: {'; '.join(report.errors[:3])}")
-    return {**report.as_dict(), "subjects_created": subjects_created}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -538,36 +539,6 @@ def flags_of(volunteer: User) -> list[Flag]:
     return list(Flag.objects.filter(volunteer=volunteer).select_related("source").order_by("-updated_at", "-id"))
 
 
-def flagged_sources(limit: int = 500) -> list[dict[str, Any]]:
-    """For scientists: flagged sources, most recently flagged first, each with every note."""
-    from rgzlabel.science.exports import anonymise_volunteer
-
-    flags = Flag.objects.select_related("source").order_by("-updated_at", "-id")
-    by_source: dict[int, dict[str, Any]] = {}
-    for flag in flags.iterator():
-        entry = by_source.get(flag.source_id)
-        if entry is None:
-            if len(by_source) >= limit:
-                continue
-            entry = by_source[flag.source_id] = {"source": flag.source, "notes": [], "last": flag.updated_at}
-        entry["notes"].append(
-            {"volunteer": anonymise_volunteer(flag.volunteer_id), "note": flag.note, "at": flag.updated_at}
-        )
-    return list(by_source.values())
-
-
-def flags_on(source: Source) -> list[dict[str, Any]]:
-    """Every note on one source, pseudonymous, newest first (the scientists' source page)."""
-    from rgzlabel.science.exports import anonymise_volunteer
-
-    return [
-        {"volunteer": anonymise_volunteer(volunteer_id), "note": note, "at": at}
-        for volunteer_id, note, at in Flag.objects.filter(source=source)
-        .order_by("-updated_at", "-id")
-        .values_list("volunteer_id", "note", "updated_at")
-    ]
-
-
 # --- what the page shows around the image --------------------------------------------------------
 #: Catalogue labels whose sources illustrate each class in the field guide.
 FIELD_GUIDE_LABELS = {"FRI": ["FRI"], "FRII": ["FRII"], "hybrid": ["hybrid"], "unsure": ["compact", "bent"]}
@@ -734,6 +705,11 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
 
 
 # --- the volunteer's own page --------------------------------------------------------------------
+#: What later apps add to a volunteer's page: name -> function of the volunteer. The learning
+#: app registers the model's effect here (in its AppConfig.ready), so labelling never imports it.
+SUMMARY_EXTRAS: dict[str, Callable[[User], Any]] = {}
+
+
 def volunteer_summary(volunteer: User, workflow: Workflow) -> dict[str, Any]:
     """What a volunteer sees about themselves: counts, streak, gold accuracy and confusion."""
     votes = Classification.objects.filter(volunteer=volunteer)
@@ -754,7 +730,7 @@ def volunteer_summary(volunteer: User, workflow: Workflow) -> dict[str, Any]:
             confusion[keys.index(gold[source_id])][keys.index(label)] += 1
     profile = profile_of(volunteer)
     return {
-        "model_effect": model_effect(volunteer),
+        **{name: extra(volunteer) for name, extra in SUMMARY_EXTRAS.items()},
         "n_votes": votes.count(),
         "n_today": votes.filter(created_at__date=timezone.now().date()).count(),
         "streak_days": streak,
@@ -765,42 +741,4 @@ def volunteer_summary(volunteer: User, workflow: Workflow) -> dict[str, Any]:
         "retired_with_you": Subject.objects.filter(
             workflow=workflow, retired_at__isnull=False, source__classifications__volunteer=volunteer
         ).count(),
-    }
-
-
-def model_effect(volunteer: User) -> dict[str, Any] | None:
-    """How the classifier changed since the volunteer's first vote, in figures (None before any retrain).
-
-    Compares the newest evaluated classifier trained after the first vote with the one the
-    volunteer started with (the newest before the first vote; when they started before any
-    classifier existed, the first one trained after). ``your_labels`` counts the consensus
-    labels the newest classifier learned from that the volunteer voted on.
-    """
-    from rgzlabel.learning.models import ClassifierVersion
-
-    votes = Classification.objects.filter(volunteer=volunteer, is_gold=False)
-    first_vote = votes.order_by("created_at").values_list("created_at", flat=True).first()
-    if first_vote is None:
-        return None
-    evaluated = ClassifierVersion.objects.filter(metrics__accuracy__isnull=False).order_by("created_at", "id")
-    since = list(evaluated.filter(created_at__gt=first_vote))
-    if not since:
-        return None
-    latest = since[-1]
-    baseline = evaluated.filter(created_at__lt=first_vote).last() or (since[0] if len(since) > 1 else None)
-    learned = Subject.objects.filter(
-        workflow_id__in=votes.values("workflow_id"),
-        retired_at__isnull=False,
-        source__classifications__in=votes,
-    ).exclude(retire_reason__in=["gold", FIELD_GUIDE_REASON, "to expert"])
-    if latest.labels_until is not None:
-        learned = learned.filter(retired_at__lte=latest.labels_until)
-    return {
-        "retrains": len(since),
-        "n_labels": latest.n_labels,
-        "your_labels": learned.distinct().count(),
-        "accuracy_now": 100 * float(latest.metrics["accuracy"]),
-        "accuracy_before": 100 * float(baseline.metrics["accuracy"]) if baseline is not None else None,
-        "evaluated_on": latest.metrics.get("evaluated_on", ""),
-        "classifier": latest.pk,
     }

@@ -221,7 +221,7 @@ def api_flag(request: HttpRequest) -> JsonResponse:
     if source_id is None:
         return JsonResponse({"error": "source: the flag named no source"}, status=400)
     try:
-        flag, created = services.flag_source(request.user, source_id, request.POST.get("note", ""))
+        flag, created = services.flag_source(volunteer_of(request), source_id, request.POST.get("note", ""))
     except services.FlagRejected as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse({"ok": True, "created": created, "source": flag.source_id, "note": flag.note})
@@ -235,7 +235,7 @@ def flag(request: HttpRequest) -> HttpResponse:
     try:
         if source_id is None:
             raise services.FlagRejected("source: the flag named no source")
-        services.flag_source(request.user, source_id, request.POST.get("note", ""))
+        services.flag_source(volunteer_of(request), source_id, request.POST.get("note", ""))
     except services.FlagRejected as exc:
         messages.error(request, f"Not flagged: {exc}")
     else:
@@ -247,7 +247,7 @@ def flag(request: HttpRequest) -> HttpResponse:
 @require_POST
 def unflag(request: HttpRequest) -> HttpResponse:
     source_id = _source_id(request)
-    if source_id is not None and services.remove_flag(request.user, source_id):
+    if source_id is not None and services.remove_flag(volunteer_of(request), source_id):
         messages.success(request, "Flag removed.")
     return redirect("labelling:me")
 
@@ -256,10 +256,10 @@ def unflag(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET"])
 def guest_logout(request: HttpRequest) -> HttpResponse:
     """Before a guest logs out: their votes stay with the guest account, which they cannot reopen."""
-    profile = services.profile_of(request.user)
-    if not profile.is_guest:
+    volunteer = volunteer_of(request)
+    if not services.profile_of(volunteer).is_guest:
         return redirect("labelling:me")
-    return render(request, "labelling/guest_logout.html", {"votes_cast": request.user.classifications.count()})
+    return render(request, "labelling/guest_logout.html", {"votes_cast": volunteer.classifications.count()})
 
 
 @require_POST

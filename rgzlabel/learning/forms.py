@@ -31,7 +31,7 @@ class TriggerForm(forms.Form):
         return value
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if cleaned.get("kind") == Job.Kind.INGEST and isinstance(cleaned.get("params"), dict):
             # The same folder rules as the ingest page: this form must not be a way around them.
             from rgzlabel.catalog.inputs import InputError

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 # kind -> "module:function" taking (job, context) and returning a JSON-able summary.
 # Looked up lazily so the web process never imports torch.
 SERVICES: dict[str, str] = {
-    Job.Kind.INGEST: "rgzlabel.catalog.services:ingest_job",
+    Job.Kind.INGEST: "rgzlabel.learning.ingest:ingest_job",
     Job.Kind.EMBED: "rgzlabel.learning.embedding:embed_job",
     Job.Kind.PRETRAIN: "rgzlabel.learning.training:pretrain_job",
     Job.Kind.FINETUNE: "rgzlabel.learning.training:finetune_job",

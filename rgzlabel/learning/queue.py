@@ -115,9 +115,9 @@ def choose_guarded_policy(workflow, policy, stored) -> Any:
     labels = [*labels, *gold_labels]
     known = np.isin(ids, stored.source_ids)
     ids, audit = ids[known], audit[known]
-    labels = np.array([label for label, k in zip(labels, known, strict=True) if k])
+    known_labels = np.array([label for label, k in zip(labels, known, strict=True) if k])
     rows = stored.rows(ids)
-    choice = choose_policy(stored.matrix, rows, labels, audit, list(policy.candidates), seed=policy.seed)
+    choice = choose_policy(stored.matrix, rows, known_labels, audit, list(policy.candidates), seed=policy.seed)
     gains = {
         name: {
             "gain": [float(v) for v in values],

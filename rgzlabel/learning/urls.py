@@ -6,6 +6,7 @@ app_name = "learning"
 urlpatterns = [
     path("", views.job_list, name="jobs"),
     path("trigger/", views.trigger, name="trigger"),
+    path("ingest/", views.ingest, name="ingest"),
     path("<int:job_id>/", views.job_detail, name="job"),
     path("<int:job_id>/cancel/", views.cancel, name="cancel"),
     path("<int:job_id>/rerun/", views.rerun, name="rerun"),

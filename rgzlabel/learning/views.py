@@ -6,11 +6,14 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from rgzlabel.catalog.forms import IngestForm
+from rgzlabel.catalog.uploads import oversized_upload_error
 from rgzlabel.learning.classifiers import pin_classifier, unpin_classifier
 from rgzlabel.learning.dispatch import BrokerUnavailable
 from rgzlabel.learning.forms import TriggerForm
+from rgzlabel.learning.ingest import start_ingest_job
 from rgzlabel.learning.jobs import create_job, request_cancel, rerun_job
 from rgzlabel.learning.models import ClassifierVersion, Job
 
@@ -119,3 +122,32 @@ def job_status(request: HttpRequest, job_id: int) -> JsonResponse:
             "warnings": job.warnings,
         }
     )
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def ingest(request: HttpRequest) -> HttpResponse:
+    """Staff page: start an ingest of server paths or uploaded FITS files; recent ingest jobs."""
+    form = IngestForm(request.POST, request.FILES) if request.method == "POST" else IngestForm()
+    too_large = oversized_upload_error(request) if form.is_bound else None
+    if too_large:
+        form.add_error("files", too_large)
+    if form.is_bound and form.is_valid():
+        options = form.cleaned_data
+        try:
+            job = start_ingest_job(
+                request.user,
+                paths=options["paths"],
+                uploads=options["files"],
+                dataset=options["dataset"] or None,
+                survey=options["survey"] or None,
+                radius_arcsec=options["radius_arcsec"],
+                allow_no_position=options["allow_no_position"],
+            )
+        except BrokerUnavailable as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Ingest job #{job.pk} queued.")
+            return redirect("learning:ingest")
+    jobs = Job.objects.filter(kind=Job.Kind.INGEST).select_related("triggered_by")[:20]
+    return render(request, "catalog/ingest.html", {"form": form, "jobs": jobs})

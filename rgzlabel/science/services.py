@@ -17,9 +17,10 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
-from rgzlabel.labelling.models import Classification, Subject
-from rgzlabel.labelling.services import default_workflow, flags_on
+from rgzlabel.labelling.models import Classification, Flag, Subject
+from rgzlabel.labelling.services import default_workflow
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
+from rgzlabel.science.exports import anonymise_volunteer
 
 #: Points drawn on the embedding map at most; a random (seeded) subset beyond that.
 MAP_POINTS = 20_000
@@ -353,7 +354,7 @@ def loss_plot(encoder: EncoderVersion | None, running: Job | None = None) -> byt
     figure, axis = plt.subplots(figsize=(6.4, 3.0))
     losses = (encoder.curves or {}).get("step_loss", []) if encoder else []
     steps_so_far, losses_so_far = logged_losses(running.log) if running is not None else ([], [])
-    if losses_so_far:
+    if running is not None and losses_so_far:
         total = (running.metrics or {}).get("total_steps")
         axis.plot(steps_so_far, losses_so_far, lw=1, marker="." if len(losses_so_far) < 50 else None)
         axis.set_xlabel("step")
@@ -455,3 +456,30 @@ def _map_values(source_ids: list[int], colour_by: str, embedding_set: EmbeddingS
             return {s: scored.label_of(s) for s in scored.by_source}
         return {s: round(1.0 - float(p.max()), 4) for s, p in scored.by_source.items()}
     raise ValueError(f"unknown colouring {colour_by!r}: use consensus, prediction, uncertainty or size")
+
+
+# --- volunteers' flags ---------------------------------------------------------------------------
+def flagged_sources(limit: int = 500) -> list[dict[str, Any]]:
+    """For scientists: flagged sources, most recently flagged first, each with every note."""
+    flags = Flag.objects.select_related("source").order_by("-updated_at", "-id")
+    by_source: dict[int, dict[str, Any]] = {}
+    for flag in flags.iterator():
+        entry = by_source.get(flag.source_id)
+        if entry is None:
+            if len(by_source) >= limit:
+                continue
+            entry = by_source[flag.source_id] = {"source": flag.source, "notes": [], "last": flag.updated_at}
+        entry["notes"].append(
+            {"volunteer": anonymise_volunteer(flag.volunteer_id), "note": flag.note, "at": flag.updated_at}
+        )
+    return list(by_source.values())
+
+
+def flags_on(source: Source) -> list[dict[str, Any]]:
+    """Every note on one source, pseudonymous, newest first (the scientists' source page)."""
+    return [
+        {"volunteer": anonymise_volunteer(volunteer_id), "note": note, "at": at}
+        for volunteer_id, note, at in Flag.objects.filter(source=source)
+        .order_by("-updated_at", "-id")
+        .values_list("volunteer_id", "note", "updated_at")
+    ]

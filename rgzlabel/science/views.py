@@ -113,9 +113,7 @@ def source_page(request: HttpRequest, source_id: int) -> HttpResponse:
 @require_GET
 def flagged_sources(request: HttpRequest) -> HttpResponse:
     """Sources volunteers flagged as interesting, newest note first."""
-    from rgzlabel.labelling.services import flagged_sources as flagged
-
-    return render(request, "science/flags.html", {"flagged": flagged()})
+    return render(request, "science/flags.html", {"flagged": services.flagged_sources()})
 
 
 @scientist_required

@@ -197,7 +197,7 @@ def test_progress_bars_are_progressbars_with_values_and_text(live_server, staff_
     kind = Job.Kind.INGEST if where == "ingest" else Job.Kind.PRETRAIN
     job = Job.objects.create(kind=kind, state=Job.State.RUNNING, progress=0.4, message="epoch 2 of 5",
                              started_at=timezone.now(), heartbeat_at=timezone.now())  # fmt: skip
-    url = {"home": "/", "jobs": "/jobs/", "job": f"/jobs/{job.pk}/", "ingest": "/sources/ingest/"}[where]
+    url = {"home": "/", "jobs": "/jobs/", "job": f"/jobs/{job.pk}/", "ingest": "/jobs/ingest/"}[where]
     page = staff_page
     page.goto(f"{live_server.url}{url}")
     bar = ax(page, "[role=progressbar]")
@@ -360,7 +360,7 @@ def test_every_control_on_every_page_has_an_accessible_name(live_server, staff_p
     source = embedded_map[0]
     page = staff_page
     pages = ["/", "/label/", "/label/me/", "/science/", "/science/map/", "/science/search/",
-             f"/science/sources/{source.pk}/", "/sources/ingest/", "/jobs/", f"/jobs/{job.pk}/"]  # fmt: skip
+             f"/science/sources/{source.pk}/", "/jobs/ingest/", "/jobs/", f"/jobs/{job.pk}/"]  # fmt: skip
     missing = {}
     for url in pages:
         page.goto(f"{live_server.url}{url}")

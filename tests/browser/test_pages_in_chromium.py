@@ -172,7 +172,7 @@ def test_links_meet_wcag_aa_contrast_on_every_page(
             "/science/map/",
             "/science/search/",
             "/jobs/",
-            "/sources/ingest/",
+            "/jobs/ingest/",
         ],
     }
     checked: list[tuple[str, dict]] = []

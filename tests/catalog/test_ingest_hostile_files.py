@@ -136,7 +136,7 @@ def test_the_ingest_page_refuses_an_upload_over_the_limit(client, admin_user, se
     big = SimpleUploadedFile("big.fits", b"\0" * 200_000)
     small = SimpleUploadedFile("small.fits", write_fits(tmp_path / "small.fits").read_bytes()[:90_000])
 
-    response = client.post(reverse("catalog:ingest"), {"files": [big, small]})
+    response = client.post(reverse("learning:ingest"), {"files": [big, small]})
 
     assert response.status_code == 200
     assert "big.fits: larger than the upload limit of 0.0953674 MiB (RGZ_MAX_UPLOAD_BYTES)" in response.content.decode()

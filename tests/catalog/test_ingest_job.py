@@ -9,8 +9,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from rgzlabel.catalog.models import Provenance, Source
-from rgzlabel.catalog.services import start_ingest_job, upload_folder
+from rgzlabel.catalog.services import upload_folder
 from rgzlabel.labelling.models import Subject
+from rgzlabel.learning.ingest import start_ingest_job
 from rgzlabel.learning.jobs import rerun_job, run_job
 from rgzlabel.learning.models import Job
 from tests.conftest import wait_for_job

@@ -11,7 +11,7 @@ from rgzlabel.learning.models import Job
 
 pytestmark = pytest.mark.django_db
 
-URL = reverse("catalog:ingest")
+URL = reverse("learning:ingest")
 
 
 def test_an_outsider_is_sent_to_log_in(client) -> None:

@@ -29,7 +29,7 @@ def escape(tmp_path, settings, write_fits) -> dict[str, Path]:
 @pytest.mark.parametrize("name", ["link.fits", "linked-folder", "linked-folder/private.fits"])
 def test_the_ingest_page_refuses_a_symlink_out_of_the_root(client, admin_user, escape, name) -> None:
     client.force_login(admin_user)
-    response = client.post(reverse("catalog:ingest"), {"paths": str(escape["allowed"] / name)})
+    response = client.post(reverse("learning:ingest"), {"paths": str(escape["allowed"] / name)})
     assert response.status_code == 200
     assert "Not inside an allowed folder" in response.content.decode()
     assert not Job.objects.exists()

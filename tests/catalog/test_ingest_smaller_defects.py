@@ -12,7 +12,8 @@ import pytest
 from astropy.io import fits
 
 from rgzlabel.catalog.models import Provenance, Source
-from rgzlabel.catalog.services import delete_uploads_of_failed_jobs, start_ingest_job, upload_folder
+from rgzlabel.catalog.services import upload_folder
+from rgzlabel.learning.ingest import delete_uploads_of_failed_jobs, start_ingest_job
 from rgzlabel.learning.jobs import run_job
 from rgzlabel.learning.models import Job
 from tests.catalog.conftest import ingest, radio_image, sky_header

@@ -11,7 +11,8 @@ from django.db import OperationalError
 from tqdm import tqdm
 
 from rgzlabel.catalog.inputs import FITS_SUFFIXES, InputKind, plan_ingest
-from rgzlabel.catalog.services import IngestReport, ingest_inputs, sync_subjects_after_ingest
+from rgzlabel.catalog.services import IngestReport, ingest_inputs
+from rgzlabel.learning.ingest import sync_subjects_after_ingest
 
 
 class Command(BaseCommand):
