@@ -177,7 +177,7 @@ def test_the_migration_backfills_sizes_of_sources_ingested_before(make_source) -
 
     sources = [make_source() for _ in range(3)]
     Source.objects.update(angular_size_arcsec=None)
-    migration = importlib.import_module("rgzlabel.catalog.migrations.0002_ux_backfill_angular_size")
+    migration = importlib.import_module("rgzlabel.catalog.migrations.0002_backfill_angular_size")
     migration.backfill_angular_sizes(apps, None)
     sizes = dict(Source.objects.values_list("pk", "angular_size_arcsec"))
     assert all(sizes[s.pk] and sizes[s.pk] > 0 for s in sources), sizes

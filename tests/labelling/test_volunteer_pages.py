@@ -20,6 +20,7 @@ from rgzlabel.labelling.services import (
     record_classification,
     seed_gold_from_catalogue,
 )
+from tests.voting import serve, served_vote
 
 pytestmark = pytest.mark.django_db
 
@@ -28,6 +29,7 @@ def test_gold_feedback_names_the_source_it_is_about(client, volunteer, make_sour
     gold = make_source()
     GoldLabel.objects.create(workflow=workflow, source=gold, label="FRII", feedback="Hotspots at the ends.")
     client.force_login(volunteer)
+    serve(volunteer, gold.pk, workflow)
     body = client.post(reverse("labelling:api-vote"), {"source": gold.pk, "label": "FRI"}).json()
     assert body["gold_message"].startswith("Experts said FRII.")
     assert body["gold_source"] == {
@@ -36,6 +38,7 @@ def test_gold_feedback_names_the_source_it_is_about(client, volunteer, make_sour
         "thumbnail": reverse("catalog:thumbnail", args=[gold.pk]),
     }
     plain = make_source()
+    serve(volunteer, plain.pk, workflow)
     assert (
         client.post(reverse("labelling:api-vote"), {"source": plain.pk, "label": "FRI"}).json()["gold_source"] is None
     )
@@ -67,7 +70,7 @@ def test_the_field_guide_shows_the_best_resolved_examples_of_every_class_and_nev
     two_lobes[70:80, 50:60], two_lobes[70:80, 90:100] = 200, 150
     Cutout.objects.filter(source=hybrid[0]).update(pixels=two_lobes.tobytes())
     voted = labelled(make_source, "FRII", [199.0])[0]
-    record_classification(volunteer, voted.pk, "FRII", workflow)  # already in someone's answers: not an example
+    served_vote(volunteer, voted.pk, "FRII", workflow)  # already in someone's answers: not an example
 
     assert choose_field_guide_examples(workflow, per_class=3) == 3 + 3 + 1 + 2
     guide = {c["key"]: [e["id"] for e in c["examples"]] for c in field_guide(workflow)}
@@ -112,6 +115,7 @@ def test_the_label_page_shows_the_examples(client, volunteer, make_source, workf
 def test_a_guest_is_warned_before_logging_out(client, make_source, workflow) -> None:
     source = make_source()
     client.post(reverse("labelling:guest"))
+    assert client.get(reverse("labelling:api-next")).json()["source"]["id"] == source.pk  # served, then voted
     client.post(reverse("labelling:api-vote"), {"source": source.pk, "label": "FRI"})
     page = client.get(reverse("labelling:label")).content.decode()
     assert f'href="{reverse("labelling:guest-logout")}"' in page
@@ -133,7 +137,7 @@ def test_wording_uses_the_singular_for_one(client, volunteer, make_source, workf
     workflow.retire_after = 1
     workflow.save()
     source = make_source()
-    record_classification(volunteer, source.pk, "FRI", workflow)
+    served_vote(volunteer, source.pk, "FRI", workflow)
     client.force_login(volunteer)
     page = client.get(reverse("labelling:me")).content.decode()
     assert "source finished with your help" in page and "sources finished" not in page
@@ -163,8 +167,8 @@ def test_your_effect_on_the_model_shows_real_figures_after_retrains(
     workflow.save()
     for i, source in enumerate(sources[:10] + sources[30:40]):  # the volunteer votes with a friend
         truth = "FRI" if i < 10 else "FRII"
-        record_classification(volunteer, source.pk, truth, workflow)
-        record_classification(other_volunteer, source.pk, truth, workflow)
+        served_vote(volunteer, source.pk, truth, workflow)
+        served_vote(other_volunteer, source.pk, truth, workflow)
     for source in sources[20:30] + sources[50:60]:
         GoldLabel.objects.create(workflow=workflow, source=source, label="FRI" if source in sources[:30] else "FRII")
 
