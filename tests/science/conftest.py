@@ -8,20 +8,23 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from rgzlabel.science.roles import SCIENTISTS_GROUP
+from rgzlabel.science.roles import grant_scientist_role
 
 PERSONAS = ["outsider", "volunteer", "scientist", "admin"]
 
 
 @pytest.fixture
 def scientist(django_user_model):
-    """A member of the scientists group (created by the science app's data migration)."""
+    """A member of the scientists group, put there the way admins do it.
+
+    Through the service, not ``Group.objects.get``: a transactional test's flush (PostgreSQL
+    in CI) deletes the group the data migration made, and the service makes it again.
+    """
     user = django_user_model.objects.create_user("carol", password="correct horse battery")
-    user.groups.add(Group.objects.get(name=SCIENTISTS_GROUP))
+    assert grant_scientist_role(user)
     return user
 
 
