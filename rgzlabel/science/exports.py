@@ -148,19 +148,12 @@ def export_classifications(chunk_size: int = CHUNK_SIZE) -> Export:
         "volunteer_id", "source_id", "source__name", "workflow__slug", "label", "is_gold", "created_at"
     )
 
-    def chunks() -> Iterator[list[tuple]]:
-        pseudonyms: dict[int, str] = {}
-        for chunk in batched(votes.iterator(chunk_size=chunk_size), chunk_size):
-            yield [
-                (
-                    pseudonyms.setdefault(volunteer_id, anonymise_volunteer(volunteer_id)),
-                    source_id, name, workflow, label, is_gold,
-                    created_at.astimezone(UTC).isoformat(timespec="seconds"),
-                )
-                for volunteer_id, source_id, name, workflow, label, is_gold, created_at in chunk
-            ]  # fmt: skip
-
-    return Export("classifications", columns, chunks, "rgzlabel classifications: one row per volunteer vote")
+    return Export(
+        "classifications",
+        columns,
+        _pseudonymous_chunks(votes, chunk_size),
+        "rgzlabel classifications: one row per volunteer vote",
+    )
 
 
 def export_flags(chunk_size: int = CHUNK_SIZE) -> Export:
@@ -178,18 +171,12 @@ def export_flags(chunk_size: int = CHUNK_SIZE) -> Export:
         "volunteer_id", "source_id", "source__name", "source__ra_deg", "source__dec_deg", "note", "updated_at"
     )
 
-    def chunks() -> Iterator[list[tuple]]:
-        pseudonyms: dict[int, str] = {}
-        for chunk in batched(flags.iterator(chunk_size=chunk_size), chunk_size):
-            yield [
-                (
-                    pseudonyms.setdefault(volunteer_id, anonymise_volunteer(volunteer_id)),
-                    source_id, name, ra, dec, note, at.astimezone(UTC).isoformat(timespec="seconds"),
-                )
-                for volunteer_id, source_id, name, ra, dec, note, at in chunk
-            ]  # fmt: skip
-
-    return Export("flags", columns, chunks, "rgzlabel flags: sources volunteers marked as interesting, with notes")
+    return Export(
+        "flags",
+        columns,
+        _pseudonymous_chunks(flags, chunk_size),
+        "rgzlabel flags: sources volunteers marked as interesting, with notes",
+    )
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -269,3 +256,22 @@ def file_name(export: Export, file_format: str) -> str:
     """e.g. ``rgzlabel-sources-20260101.vot``."""
     extension = FORMATS[file_format][0]
     return f"rgzlabel-{export.name}-{datetime.now(UTC):%Y%m%d}.{extension}"
+
+
+def _pseudonymous_chunks(rows: Any, chunk_size: int) -> Callable[[], Iterator[list[tuple]]]:
+    """Chunks of ``rows`` (values_list: a volunteer id first, a datetime last), the volunteer
+    pseudonymised and the time as ISO 8601 UTC; each volunteer is hashed once per export."""
+
+    def chunks() -> Iterator[list[tuple]]:
+        pseudonyms: dict[int, str] = {}
+        for chunk in batched(rows.iterator(chunk_size=chunk_size), chunk_size):
+            yield [
+                (
+                    pseudonyms.setdefault(row[0], anonymise_volunteer(row[0])),
+                    *row[1:-1],
+                    row[-1].astimezone(UTC).isoformat(timespec="seconds"),
+                )
+                for row in chunk
+            ]
+
+    return chunks
