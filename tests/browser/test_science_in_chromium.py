@@ -49,7 +49,7 @@ def test_the_dashboard_and_the_map_render(live_server, scientist_page, screensho
     page.goto(f"{live_server.url}/science/")
     assert page.inner_text("h1") == "Science dashboard"
     page.wait_for_function("() => [...document.images].every((i) => i.complete && i.naturalWidth > 0)")
-    assert "84%" in page.inner_text("body")
+    assert "84.0 %" in page.inner_text("body")
     screenshot(page, "dashboard")
 
     page.goto(f"{live_server.url}/science/map/")
