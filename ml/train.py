@@ -122,7 +122,7 @@ RESUME_KIND = "rgzlabel.ml.pretrain-resume"
 RESUME_FORMAT = 1
 
 
-def fingerprint_data(images: ImageArray, source_ids: Sequence[int] | None = None) -> DataFingerprint:
+def fingerprint_data(images: ImageArray, source_ids: Sequence[int] | np.ndarray | None = None) -> DataFingerprint:
     """Hash images (and source ids) in chunks, so 100k images need no second copy in memory."""
     digest = hashlib.sha256(f"{tuple(images.shape)}|uint8".encode())
     for start in range(0, len(images), 4096):
@@ -271,7 +271,7 @@ def pretrain(
     images: ImageArray,
     config: PretrainConfig,
     *,
-    source_ids: Sequence[int] | None = None,
+    source_ids: Sequence[int] | np.ndarray | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     device: str | torch.device | None = None,

@@ -70,7 +70,7 @@ class IngestForm(forms.Form):
         return files
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or {}
         if not self.errors and not cleaned.get("paths") and not cleaned.get("files"):
             raise forms.ValidationError("Give a server path or upload FITS files.")
         return cleaned

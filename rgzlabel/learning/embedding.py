@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from django.conf import settings
@@ -14,6 +14,9 @@ from rgzlabel.catalog.models import Cutout
 from rgzlabel.learning.jobs import JobContext, row_param
 from rgzlabel.learning.loop import after_new_embedding
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
+
+if TYPE_CHECKING:
+    from ml.augment import TestViews
 
 
 def torch_device(context: JobContext) -> str | None:
@@ -98,6 +101,8 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
         raise ValueError(f"unknown embedding method {method!r}: expected 'pca' or 'encoder'")
     encoder_version = row_param(job.params, "encoder", EncoderVersion) if method == "encoder" else None
     views = "centre" if encoder_version is None else job.params.get("views", settings.RGZ_EMBED_VIEWS)
+    if views not in ("centre", "dihedral"):
+        raise ValueError(f'parameter "views" must be "centre" or "dihedral", not {views!r}')
     ids, images = load_pool(context=context)
     folder = embeddings_folder()
     if encoder_version is None:
@@ -112,7 +117,7 @@ def embed_job(job: Job, context: JobContext) -> dict[str, Any]:
 
         context.progress(0.25, f"embedding {len(ids)} cutouts with {encoder_version.name} ({views} views)", force=True)
         encoder = load_encoder(encoder_version.checkpoint_path)
-        embed_to_folder(encoder, images, ids, folder, device=torch_device(context), views=views)
+        embed_to_folder(encoder, images, ids, folder, device=torch_device(context), views=cast("TestViews", views))
         dim = int(encoder.feature_dim)
     embedding_set = EmbeddingSet.objects.create(
         encoder=encoder_version,

@@ -127,7 +127,7 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
         device=torch_device(context),
         seed=int(job.params.get("seed", 0)),
     )
-    encoder = result.model.encoder.to("cpu", memory_format=torch.contiguous_format).eval()
+    encoder = result.model.encoder.to("cpu").to(memory_format=torch.contiguous_format).eval()
     name = f"{base.name}-finetuned-job{job.pk}"
     path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", encoder, extra={"job": job.pk})
     settings_used = {**base.config, "finetune": config_to_dict(config), "finetuned_from": base.name, "classes": classes}
@@ -163,13 +163,19 @@ def record_encoder(
     from rgzlabel.learning.jobs import create_job
 
     data = getattr(result, "data", None)
+    if data is not None:
+        data_hash, n_images = data.source_ids_sha256 or data.images_sha256, data.n_images
+    elif source_ids is not None:
+        data_hash, n_images = fingerprint_ids(source_ids), len(source_ids)
+    else:
+        raise ValueError("an encoder is recorded with its data fingerprint or the source ids it was tuned on")
     encoder_version = EncoderVersion.objects.create(
         name=name,
         architecture=architecture,
         config=config,
         checkpoint_path=str(path),
-        data_hash=(data.source_ids_sha256 or data.images_sha256) if data else fingerprint_ids(source_ids),
-        n_images=data.n_images if data else len(source_ids),
+        data_hash=data_hash,
+        n_images=n_images,
         code_version=_code_version(),
         curves={"step_loss": result.curves.step_loss, "epoch_loss": result.curves.epoch_loss},
         job=job,

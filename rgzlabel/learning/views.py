@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth.models import User
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,6 +19,11 @@ from rgzlabel.learning.forms import TriggerForm
 from rgzlabel.learning.ingest import start_ingest_job
 from rgzlabel.learning.jobs import create_job, request_cancel, rerun_job
 from rgzlabel.learning.models import ClassifierVersion, Job
+
+
+def staff_of(request: HttpRequest) -> User:
+    """The signed-in staff member of a view behind ``staff_member_required``."""
+    return cast(User, request.user)
 
 
 @staff_member_required
@@ -38,10 +46,10 @@ def trigger(request: HttpRequest) -> HttpResponse:
     form = TriggerForm(request.POST)
     if not form.is_valid():
         for field, errors in form.errors.items():
-            messages.error(request, f"{field}: {' '.join(errors)}")
+            messages.error(request, f"{field}: {' '.join(map(str, errors))}")
         return redirect("learning:jobs")
     try:
-        job = create_job(form.cleaned_data["kind"], form.cleaned_data["params"], user=request.user)
+        job = create_job(form.cleaned_data["kind"], form.cleaned_data["params"], user=staff_of(request))
     except BrokerUnavailable as exc:
         messages.error(request, str(exc))
         return redirect("learning:jobs")
@@ -72,7 +80,7 @@ def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
 def rerun(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     try:
-        new = rerun_job(job, user=request.user)
+        new = rerun_job(job, user=staff_of(request))
     except (ValueError, BrokerUnavailable) as exc:
         messages.error(request, str(exc))
         return redirect("learning:job", job_id=job.pk)
@@ -136,7 +144,7 @@ def ingest(request: HttpRequest) -> HttpResponse:
         options = form.cleaned_data
         try:
             job = start_ingest_job(
-                request.user,
+                staff_of(request),
                 paths=options["paths"],
                 uploads=options["files"],
                 dataset=options["dataset"] or None,

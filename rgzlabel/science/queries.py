@@ -58,6 +58,6 @@ def filter_by_consensus(rows: QuerySet, filters: SourceFilters) -> QuerySet:
 def find_sources(workflow: Workflow, filters: SourceFilters) -> QuerySet[Source]:
     """Sources with their consensus in ``workflow``, narrowed by ``filters``; nearest first in a cone."""
     sources = filter_by_consensus(sources_with_consensus(workflow), filters)
-    if filters.has_cone:
+    if filters.ra_deg is not None and filters.dec_deg is not None and filters.radius_arcsec is not None:
         return within_cone(sources, filters.ra_deg, filters.dec_deg, filters.radius_arcsec)
     return sources.order_by("pk")

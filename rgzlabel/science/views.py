@@ -133,7 +133,7 @@ def search(request: HttpRequest) -> HttpResponse:
         elif upload is None:
             context["error"], status = "Choose a FITS file to search with.", 400
         else:
-            suffix = "".join(Path(upload.name).suffixes[-2:]) or ".fits"
+            suffix = "".join(Path(upload.name or "").suffixes[-2:]) or ".fits"
             with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
                 for chunk in upload.chunks():
                     handle.write(chunk)

@@ -14,5 +14,5 @@ class Command(BaseCommand):
         if problems:
             raise CommandError("\n".join(problems))
         database = settings.DATABASES["default"]
-        engine = database["ENGINE"].rsplit(".", 1)[-1]
+        engine = str(database["ENGINE"]).rsplit(".", 1)[-1]
         self.stdout.write(f"database: {engine} {database['NAME']} · broker: {settings.BROKER_DESCRIPTION}")
