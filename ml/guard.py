@@ -107,7 +107,8 @@ def accuracy_estimate(correct: np.ndarray, confidence: float = 0.95) -> tuple[fl
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # min/max with p: at p = 0 or 1 the Wilson bound equals p, up to rounding (1e-17 above 0).
+    return p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def mean_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:

@@ -166,3 +166,11 @@ def test_fast_probe_finds_the_classifier_optimum(n, d):
     assert list(fast.classes) == ["FRI", "FRII"]
     np.testing.assert_allclose(fast.predict_proba(new), slow.predict_proba(new), atol=0.02)
     assert (fast.predict(new) == slow.predict(new)).mean() > 0.97
+
+
+def test_the_accuracy_interval_holds_its_estimate_at_zero_and_one() -> None:
+    # At p = 0 or 1 the Wilson bound equals p only up to rounding; the interval must still contain p.
+    for correct in (np.zeros(20, dtype=bool), np.ones(20, dtype=bool), np.zeros(7, dtype=bool)):
+        mean, low, high = accuracy_estimate(correct)
+        assert low <= mean <= high
+        assert low >= 0.0 and high <= 1.0 and high - low > 0.05
