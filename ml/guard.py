@@ -52,7 +52,9 @@ BASELINE = "random"
 REPLAY_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
 #: The replayed classifier: the plain linear probe (uncalibrated: calibration adds cost and
 #: does not change the predicted class much, and the replays only score predictions).
-REPLAY_CLASSIFIER = ClassifierConfig(calibrate_min_per_class=10**9)
+# The replays fit the plain (unweighted, uncalibrated) probe, fast enough to run many times;
+# the live classifier weighs classes (ml.config.ClassifierConfig), which the replays do not.
+REPLAY_CLASSIFIER = ClassifierConfig(calibrate_min_per_class=10**9, class_weight=None)
 
 
 @dataclass(frozen=True)

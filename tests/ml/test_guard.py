@@ -10,7 +10,7 @@ from ml.guard import accuracy_estimate, choose_policy, labels_ratio
 from ml.policies import PolicyConfigError
 from ml.simulation import SimulationConfig, simulate
 
-PLAIN = ClassifierConfig(calibrate_min_per_class=10**9)
+PLAIN = ClassifierConfig(calibrate_min_per_class=10**9, class_weight=None)  # the fast probe fits unweighted
 
 
 def ambiguous_blob(seed: int, n: int = 1000, d: int = 8, share: float = 0.15) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +161,7 @@ def test_fast_probe_finds_the_classifier_optimum(n, d):
     x = rng.normal(size=(n, d)) * rng.uniform(0.2, 3, d) + 1
     y = np.where(x[:, 0] + rng.normal(0, 1, n) > 1, "FRII", "FRI")
     fast = fit_probe(x, y, PLAIN)
-    slow = fit_classifier(x, y, ClassifierConfig(calibrate_min_per_class=10**9, max_iter=10_000))
+    slow = fit_classifier(x, y, ClassifierConfig(calibrate_min_per_class=10**9, class_weight=None, max_iter=10_000))
     new = rng.normal(size=(100, d)) + 1
     assert list(fast.classes) == ["FRI", "FRII"]
     np.testing.assert_allclose(fast.predict_proba(new), slow.predict_proba(new), atol=0.02)
