@@ -44,9 +44,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from modAL.disagreement import KL_max_disagreement
-from modAL.disagreement import vote_entropy as modal_vote_entropy
-from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
 from scipy.special import entr
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
@@ -177,6 +174,10 @@ def _entropy(probabilities: np.ndarray) -> np.ndarray:
 
 
 def _uncertainty(proba: np.ndarray, measure: str) -> np.ndarray:
+    # modAL is imported where it scores: it imports torch, which the web process (that reads
+    # this module's names, e.g. for the dashboard) must never load.
+    from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
+
     if measure == "least_confident":
         return np.asarray(classifier_uncertainty(_GivenProbabilities(), proba))
     if measure == "margin":
@@ -187,6 +188,9 @@ def _uncertainty(proba: np.ndarray, measure: str) -> np.ndarray:
 
 
 def _disagreement(committee: np.ndarray, measure: str) -> np.ndarray:
+    from modAL.disagreement import KL_max_disagreement
+    from modAL.disagreement import vote_entropy as modal_vote_entropy
+
     members = committee.transpose(1, 0, 2)  # modAL's layout: (N, members, classes)
     if measure == "vote_entropy":
         return np.asarray(modal_vote_entropy(_GivenCommittee(*committee.shape[::2]), members))
