@@ -545,6 +545,8 @@ FIELD_GUIDE_LABELS = {"FRI": ["FRI"], "FRII": ["FRII"], "hybrid": ["hybrid"], "u
 #: The subjects shown as field-guide examples are retired with this reason: never served, never
 #: counted as consensus labels, so no volunteer is asked to classify an example they were shown.
 FIELD_GUIDE_REASON = "field guide"
+#: Retired subjects whose label is not a volunteer consensus (training and retrain triggers skip them).
+NOT_VOLUNTEER_CONSENSUS = ("gold", FIELD_GUIDE_REASON, "to expert")
 #: What counts as the source in an example: patches of at least 20 pixels carrying 15 % of the
 #: brightness (stricter than the catalogue's angular size, so faint neighbours do not count).
 FIELD_GUIDE_MIN_PIXELS, FIELD_GUIDE_MIN_SHARE = 20, 0.15

@@ -8,6 +8,7 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
+from rgzlabel.labelling.services import NOT_VOLUNTEER_CONSENSUS
 from rgzlabel.learning.jobs import JobContext, row_param
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, Job
 
@@ -30,7 +31,7 @@ def consensus_labels(workflow) -> tuple[np.ndarray, list[str], Any]:
     classes = classifier_classes(workflow)
     rows = (
         Subject.objects.filter(workflow=workflow, retired_at__isnull=False)
-        .exclude(retire_reason__in=["gold", "field guide", "to expert"])
+        .exclude(retire_reason__in=NOT_VOLUNTEER_CONSENSUS)
         .values_list("source_id", "weighted_label", "consensus_label")
     )
     ids, labels = [], []

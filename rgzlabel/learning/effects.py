@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib.auth.models import User
 
 from rgzlabel.labelling.models import Classification, Subject
-from rgzlabel.labelling.services import FIELD_GUIDE_REASON
+from rgzlabel.labelling.services import NOT_VOLUNTEER_CONSENSUS
 from rgzlabel.learning.models import ClassifierVersion
 
 
@@ -33,7 +33,7 @@ def model_effect(volunteer: User) -> dict[str, Any] | None:
         workflow_id__in=votes.values("workflow_id"),
         retired_at__isnull=False,
         source__classifications__in=votes,
-    ).exclude(retire_reason__in=["gold", FIELD_GUIDE_REASON, "to expert"])
+    ).exclude(retire_reason__in=NOT_VOLUNTEER_CONSENSUS)
     if latest.labels_until is not None:
         learned = learned.filter(retired_at__lte=latest.labels_until)
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rgzlabel.labelling.services import NOT_VOLUNTEER_CONSENSUS
 from rgzlabel.learning.classifiers import classifier_classes, consensus_labels
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 
@@ -48,7 +49,7 @@ def learning_tick() -> dict[str, Any]:
         # so it must not trigger another retrain on the same labels every minute.
         active = ClassifierVersion.objects.first()
         new_labels = Subject.objects.filter(workflow=workflow, retired_at__isnull=False).exclude(
-            retire_reason__in=["gold", "field guide", "to expert"]
+            retire_reason__in=NOT_VOLUNTEER_CONSENSUS
         )
         if active is not None and active.labels_until is not None:
             new_labels = new_labels.filter(retired_at__gt=active.labels_until)
