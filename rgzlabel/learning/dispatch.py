@@ -64,7 +64,10 @@ def send_now(job: Job) -> None:
     happened, and asking would make Celery subscribe to the result store first, which,
     when it is down, retries for ~20 s and raises an error no one catches.
     """
-    task_name, queue = TASKS[job.kind]
+    task_name, default_queue = TASKS[job.kind]
+    # The job's own queue: a job sent again (after a worker shutdown, or by the sweep) goes
+    # back to the workers it was meant for, not to the kind's default ones.
+    queue = job.queue or default_queue
     try:
         result = celery_client().send_task(
             task_name,

@@ -98,3 +98,16 @@ def test_the_sweep_fails_an_unsent_job_while_the_broker_is_down(redis_down) -> N
     # The kind is free again: a new trigger is not swallowed by the orphan.
     with pytest.raises(dispatch.BrokerUnavailable):
         create_job("retrain")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_sent_again_goes_back_to_its_own_queue() -> None:
+    """A job requeued after a worker shutdown must reach the workers of its queue, not the kind's default."""
+    dispatch.celery_client.cache_clear()
+    queue = f"own-{time.monotonic_ns() % 10**8}"
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, queue=queue)
+    dispatch.send_now(job)
+    with dispatch.celery_client().connection_for_read() as connection:
+        message = connection.SimpleQueue(queue).get(timeout=5)
+        message.ack()
+    assert message.headers["task"] == "rgzlabel.run_job" and message.headers["argsrepr"] == f"[{job.pk}]"
