@@ -129,3 +129,47 @@ def dawid_skene(
             break
         previous = post
     return post, confusions, class_prior
+
+
+def assisted_posterior(
+    volunteer_posterior: np.ndarray | None, classifier_proba: np.ndarray, class_prior: np.ndarray | None = None
+) -> np.ndarray:
+    """P(true class | votes, image): the volunteers' posterior and the classifier's as independent evidence.
+
+    Both already contain the class prior, so it is divided out once:
+    ``P(c | votes, image) ∝ P(c | votes) P(c | image) / P(c)``. With no votes
+    (``volunteer_posterior`` None) this is the classifier's probability alone.
+    """
+    proba = np.asarray(classifier_proba, dtype=float)
+    if volunteer_posterior is None:
+        return proba / proba.sum()
+    volunteers = np.asarray(volunteer_posterior, dtype=float)
+    if volunteers.shape != proba.shape:
+        raise ValueError(f"volunteer posterior {volunteers.shape} and classifier probabilities {proba.shape} differ")
+    prior = np.full(len(proba), 1.0 / len(proba)) if class_prior is None else np.asarray(class_prior, dtype=float)
+    combined = volunteers * np.clip(proba, 1e-12, None) / prior
+    return combined / combined.sum()
+
+
+def assisted_decision(
+    volunteer_posterior: np.ndarray | None,
+    classifier_proba: np.ndarray,
+    threshold: float,
+    class_prior: np.ndarray | None = None,
+) -> tuple[int, float]:
+    """The class to retire a subject with, or -1, and the combined probability of the best class.
+
+    A subject retires only when the volunteers' most probable class, the classifier's and
+    the combined one are the same class and its combined probability reaches ``threshold``:
+    the classifier can speed up a consensus, never overturn one. With no votes
+    (``volunteer_posterior`` None) the classifier decides alone, which the caller allows
+    only where the workflow says so.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
+    combined = assisted_posterior(volunteer_posterior, classifier_proba, class_prior)
+    best = int(np.argmax(combined))
+    agree = int(np.argmax(classifier_proba)) == best and (
+        volunteer_posterior is None or int(np.argmax(volunteer_posterior)) == best
+    )
+    return (best if agree and combined[best] >= threshold else -1), float(combined[best])

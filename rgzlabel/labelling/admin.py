@@ -17,7 +17,15 @@ class WorkflowAdmin(admin.ModelAdmin):
             "Retirement",
             {"fields": ("retire_after", "retire_on_agreement", "disagreement_threshold", "expert_workflow")},
         ),
-        ("Serving", {"fields": ("redundancy", "undo_window_s")}),
+        (
+            "Machine-assisted retirement",
+            {
+                "fields": ("machine_retire_confidence", "machine_retire_min_votes"),
+                "description": "Volunteers and the active classifier agreeing can retire a subject before "
+                "its vote count; never gold, never a subject drawn by random exploration.",
+            },
+        ),
+        ("Serving", {"fields": ("redundancy", "undo_window_s", "exploration_share")}),
         ("Gold standard", {"fields": ("gold_rate_start", "gold_rate_min", "gold_halving")}),
     ]
 

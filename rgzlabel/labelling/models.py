@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -59,6 +60,19 @@ class Workflow(models.Model):
         default=0.2,
         help_text="share of served subjects drawn uniformly at random (their labels are the unbiased audit set)",
     )
+    machine_retire_confidence = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=(
+            "retire a subject early when the volunteers' Dawid-Skene posterior and the active classifier pick "
+            "the same class with at least this combined probability (0: off; checked at every queue refresh)"
+        ),
+    )
+    machine_retire_min_votes = models.PositiveSmallIntegerField(
+        default=1,
+        help_text="volunteer votes a subject needs before the classifier can help retire it "
+        "(0: the classifier alone may retire sources no volunteer has seen)",
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -91,6 +105,14 @@ class Subject(models.Model):
     # uniform draw, so which subjects are explored is independent of their content.
     explore_key = models.FloatField(default=random_key)
     explored = models.BooleanField(default=False, help_text="drawn at random for exploration: an audit label")
+    # Set by a machine-assisted retirement (volunteers and classifier agreeing), cleared if it reopens.
+    assisted_label = models.CharField(
+        max_length=32, blank=True, help_text="class the volunteers and the classifier agreed on"
+    )
+    assisted_confidence = models.FloatField(null=True, blank=True, help_text="combined probability of assisted_label")
+    assisted_by = models.PositiveIntegerField(
+        null=True, blank=True, help_text="id of the classifier version that helped retire the subject"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -400,6 +400,9 @@ def _count_vote(subject: Subject, workflow: Workflow) -> bool:
             "weighted_confidence",
             "retired_at",
             "retire_reason",
+            "assisted_label",
+            "assisted_confidence",
+            "assisted_by",
             "updated_at",
         ]
     )
@@ -416,8 +419,8 @@ def retirement_reason(workflow: Workflow, labels: list[str]) -> str:
     return ""
 
 
-def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow) -> tuple[str, float]:
-    """Dawid-Skene posterior of one subject from (label, voter's stored confusion matrices) pairs."""
+def volunteer_posterior(votes: list[tuple[str, dict | None]], workflow: Workflow):
+    """P(true class | one subject's votes) over ``workflow.class_keys``, each voter weighed by their matrix."""
     import numpy as np
 
     from ml.consensus import posterior, prior_confusion
@@ -428,9 +431,110 @@ def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow)
     for _, stored in votes:
         matrix = np.asarray(stored.get(workflow.slug), dtype=float) if stored else None
         confusions.append(matrix if matrix is not None and matrix.shape == prior.shape else prior)
-    post = posterior([keys.index(label) for label, _ in votes], confusions, np.full(len(keys), 1.0 / len(keys)))
-    best = int(np.argmax(post))
-    return keys[best], float(post[best])
+    return posterior([keys.index(label) for label, _ in votes], confusions, np.full(len(keys), 1.0 / len(keys)))
+
+
+def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow) -> tuple[str, float]:
+    """Dawid-Skene posterior of one subject from (label, voter's stored confusion matrices) pairs."""
+    post = volunteer_posterior(votes, workflow)
+    best = int(post.argmax())
+    return workflow.class_keys[best], float(post[best])
+
+
+# --- machine-assisted retirement ------------------------------------------------------------------
+#: The retire reason of a subject retired because its volunteers and the classifier agreed.
+MACHINE_ASSISTED_REASON = "machine-assisted"
+
+
+@dataclass
+class AssistedRetirement:
+    checked: int = 0
+    retired: list[int] = field(default_factory=list)  # source ids
+    unseen: int = 0  # of those, retired with no volunteer vote (only where the workflow allows it)
+
+
+def machine_assisted_retire(
+    workflow: Workflow, source_ids, classes: list[str], probabilities, *, classifier_id: int | None = None
+) -> AssistedRetirement:
+    """Retire open subjects whose volunteers' evidence and the classifier's probability agree.
+
+    ``probabilities[i]`` is the classifier's probability over ``classes`` for ``source_ids[i]``.
+    A subject retires when the volunteers' Dawid-Skene class, the classifier's and the
+    combined one (:func:`ml.consensus.assisted_decision`) are the same and the combined
+    probability reaches ``workflow.machine_retire_confidence``. Never retired this way: gold
+    sources, subjects drawn by random exploration (their labels are the unbiased audit set, so
+    they must stay the volunteers' alone), subjects with fewer than
+    ``workflow.machine_retire_min_votes`` votes (0 lets the classifier retire unseen sources).
+    A vote that arrives meanwhile wins: the update only applies to a subject whose vote count
+    is still the one judged. Such retirements are not volunteer consensus, so the classifier
+    never trains on its own agreement (:data:`NOT_VOLUNTEER_CONSENSUS`).
+    """
+    import numpy as np
+
+    from ml.consensus import assisted_decision
+
+    report = AssistedRetirement()
+    threshold = workflow.machine_retire_confidence
+    if threshold <= 0 or len(source_ids) == 0:
+        return report
+    keys = workflow.class_keys
+    usable = [i for i, c in enumerate(classes) if c in keys]
+    if len(usable) < 2:
+        return report
+    columns = [keys.index(classes[i]) for i in usable]
+    proba_of = {int(s): np.asarray(p, dtype=float)[usable] for s, p in zip(source_ids, probabilities, strict=True)}
+    gold = set(GoldLabel.objects.filter(workflow=workflow).values_list("source_id", flat=True))
+    candidates = dict(
+        Subject.objects.filter(
+            workflow=workflow,
+            retired_at__isnull=True,
+            explored=False,
+            vote_count__gte=workflow.machine_retire_min_votes,
+            source_id__in=list(proba_of),
+        )
+        .exclude(source_id__in=gold)
+        .values_list("source_id", "vote_count")
+    )
+    votes: dict[int, list[tuple[str, dict | None]]] = {}
+    for source_id, label, confusion in (
+        Classification.objects.filter(workflow=workflow, source_id__in=list(candidates), is_gold=False)
+        .order_by("created_at", "id")
+        .values_list("source_id", "label", "volunteer__profile__confusion")
+    ):
+        votes.setdefault(source_id, []).append((label, confusion))
+    decided: list[tuple[int, int, str, float]] = []
+    for source_id, count in candidates.items():
+        report.checked += 1
+        these = votes.get(source_id, [])
+        if len(these) != count:
+            continue  # a vote is being recorded: judge it at the next refresh
+        if these:
+            post = volunteer_posterior(these, workflow)
+            if keys[int(post.argmax())] not in classes:
+                continue  # the volunteers lean to a class the classifier does not know (e.g. unsure)
+            restricted = post[columns] / post[columns].sum()
+        else:
+            restricted = None
+        best, confidence = assisted_decision(restricted, proba_of[source_id], threshold)
+        if best >= 0:
+            decided.append((source_id, count, classes[usable[best]], confidence))
+    now = timezone.now()
+    for source_id, count, label, confidence in decided:
+        # One conditional update per subject: nothing is locked, and a vote that came in since
+        # the count was read (vote_count changed) or a retirement by votes wins.
+        if Subject.objects.filter(
+            workflow=workflow, source_id=source_id, retired_at__isnull=True, vote_count=count
+        ).update(
+            retired_at=now,
+            retire_reason=MACHINE_ASSISTED_REASON,
+            assisted_label=label,
+            assisted_confidence=round(confidence, 6),
+            assisted_by=classifier_id,
+            updated_at=now,
+        ):
+            report.retired.append(source_id)
+            report.unseen += count == 0
+    return report
 
 
 def undo_last_vote(volunteer: User, workflow: Workflow) -> Served | None:
@@ -466,12 +570,13 @@ def undo_last_vote(volunteer: User, workflow: Workflow) -> Served | None:
 
 def _recount(subject: Subject, workflow: Workflow) -> None:
     """Bring a locked subject up to date after a vote on it was removed (it may reopen)."""
-    if subject.retire_reason in {"vote count", "agreement", "to expert"}:
+    if subject.retire_reason in {"vote count", "agreement", "to expert", MACHINE_ASSISTED_REASON}:
         if subject.retire_reason == "to expert" and workflow.expert_workflow_id is not None:
             Subject.objects.filter(
                 workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0
             ).delete()
         subject.retired_at, subject.retire_reason = None, ""
+        subject.assisted_label, subject.assisted_confidence, subject.assisted_by = "", None, None
     if Classification.objects.filter(workflow=workflow, source_id=subject.source_id).exists():
         _count_vote(subject, workflow)
     else:
@@ -546,7 +651,7 @@ FIELD_GUIDE_LABELS = {"FRI": ["FRI"], "FRII": ["FRII"], "hybrid": ["hybrid"], "u
 #: counted as consensus labels, so no volunteer is asked to classify an example they were shown.
 FIELD_GUIDE_REASON = "field guide"
 #: Retired subjects whose label is not a volunteer consensus (training and retrain triggers skip them).
-NOT_VOLUNTEER_CONSENSUS = ("gold", FIELD_GUIDE_REASON, "to expert")
+NOT_VOLUNTEER_CONSENSUS = ("gold", FIELD_GUIDE_REASON, "to expert", MACHINE_ASSISTED_REASON)
 #: What counts as the source in an example: patches of at least 20 pixels carrying 15 % of the
 #: brightness (stricter than the catalogue's angular size, so faint neighbours do not count).
 FIELD_GUIDE_MIN_PIXELS, FIELD_GUIDE_MIN_SHARE = 20, 0.15

@@ -160,6 +160,17 @@ def _correct_of(classifier: ClassifierVersion, ids: np.ndarray, labels: list[str
     return np.array([p == t for p, t in zip(predicted, labels, strict=True)])
 
 
+def class_probabilities(bundle: dict[str, Any], vectors: np.ndarray) -> np.ndarray:
+    """(n, len(bundle["classes"])) probabilities: the model's columns are indices into the classes it
+    saw in training, so a class with no labels yet gets probability 0."""
+    model = bundle["model"]
+    raw = model.predict_proba(vectors)
+    columns = np.asarray(getattr(model, "classes", np.arange(raw.shape[1])), dtype=np.int64)
+    probabilities = np.zeros((len(vectors), len(bundle["classes"])), dtype=np.float64)
+    probabilities[:, columns] = raw
+    return probabilities
+
+
 def load_classifier(classifier: ClassifierVersion):
     import pickle
 

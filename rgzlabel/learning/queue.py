@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 
-from rgzlabel.learning.classifiers import consensus_labels, load_classifier
+from rgzlabel.learning.classifiers import class_probabilities, consensus_labels, load_classifier
 from rgzlabel.learning.jobs import JobContext
 from rgzlabel.learning.models import GUARDED, ClassifierVersion, EmbeddingSet, Job
 
@@ -45,10 +45,16 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
         dtype=np.int64,
     )
     open_ids = open_ids[np.isin(open_ids, stored.source_ids)]
+    assisted = None
+    if classifier is not None and workflow.machine_retire_confidence > 0 and len(open_ids):
+        context.progress(0.05, "machine-assisted retirement: volunteers and classifier agreeing", force=True)
+        assisted = assist_retirement(workflow, classifier, stored, open_ids)
+        open_ids = open_ids[~np.isin(open_ids, assisted.retired)]
     labelled_ids, _, _ = consensus_labels(workflow)
     pool_ids = np.concatenate([open_ids, labelled_ids[np.isin(labelled_ids, stored.source_ids)]])
     if len(open_ids) == 0:
-        return {"summary": "no open subjects to rank", "ranked": 0}
+        retired = len(assisted.retired) if assisted is not None else 0
+        return {"summary": "no open subjects to rank", "ranked": 0, "machine_assisted_retired": retired}
     labelled_mask = np.zeros(len(pool_ids), dtype=bool)
     labelled_mask[len(open_ids) :] = True
     if name == GUARDED:
@@ -86,15 +92,29 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
             subject.priority = priorities[subject.source_id]
         Subject.objects.bulk_update(subjects, ["priority"], batch_size=2000)
     summary = f"ranked {len(ranked)} of {len(open_ids)} open subjects with {name}"
+    if assisted is not None:
+        summary += f"; {len(assisted.retired)} retired by volunteers and classifier agreeing"
     if policy.policy == GUARDED and classifier is not None:
         summary += f" (guarded: {policy.choice_reason})"
     return {
         "summary": summary,
         "policy": name,
+        "machine_assisted_retired": len(assisted.retired) if assisted is not None else 0,
         "ranked": len(ranked),
         "top": [int(pool_ids[i]) for i in ranked[:10]],
         "classifier": classifier.pk if classifier else None,
     }
+
+
+def assist_retirement(workflow, classifier: ClassifierVersion, stored, open_ids: np.ndarray) -> Any:
+    """Score the open subjects with the active classifier and let labelling retire those it may."""
+    from rgzlabel.labelling.services import machine_assisted_retire
+
+    bundle = load_classifier(classifier)
+    probabilities = class_probabilities(bundle, stored.vectors(open_ids))
+    return machine_assisted_retire(
+        workflow, open_ids.tolist(), list(bundle["classes"]), probabilities, classifier_id=classifier.pk
+    )
 
 
 def choose_guarded_policy(workflow, policy, stored) -> Any:

@@ -86,6 +86,9 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
         Column("consensus_confidence", "float", "majority share of the votes"),
         Column("weighted_label", "str", "Dawid-Skene label (volunteers weighted by reliability)"),
         Column("weighted_confidence", "float", "Dawid-Skene probability of weighted_label"),
+        Column("retire_reason", "str", "why the subject retired: vote count, agreement, machine-assisted, ..."),
+        Column("assisted_label", "str", "class volunteers and classifier agreed on (machine-assisted retirement)"),
+        Column("assisted_confidence", "float", "combined probability of assisted_label"),
         Column("predicted_label", "str", f"most probable class of classifier {classifier.pk if classifier else '-'}"),
         *[Column(f"p_{c}", "float", f"classifier probability of {c}") for c in classes],
         Column("n_flags", "int", "volunteers who flagged the source as interesting (notes in the flags export)"),
@@ -93,6 +96,7 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
     fields = (
         "pk", "name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec",
         "vote_count", "retired_at", "consensus_label", "consensus_confidence", "weighted_label", "weighted_confidence",
+        "retire_reason", "assisted_label", "assisted_confidence",
     )  # fmt: skip
 
     def chunks() -> Iterator[list[tuple]]:
@@ -105,12 +109,15 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
                 .values_list("source_id", "n")
             )
             rows = []
-            for pk, name, ra, dec, survey, size, votes, retired_at, label, confidence, weighted, wconf in chunk:
+            for (
+                pk, name, ra, dec, survey, size, votes, retired_at, label, confidence, weighted, wconf,
+                reason, assisted, aconf,
+            ) in chunk:  # fmt: skip
                 probabilities = predictions.by_source.get(pk) if predictions else None
                 rows.append(
                     (
                         pk, name, ra, dec, survey, size, votes or 0, retired_at is not None,
-                        label or "", confidence, weighted or "", wconf,
+                        label or "", confidence, weighted or "", wconf, reason or "", assisted or "", aconf,
                         predictions.label_of(pk) if predictions else "",
                         *(probabilities.tolist() if probabilities is not None else [None] * len(classes)),
                         flag_counts.get(pk, 0),

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rgzlabel.learning.classifiers import class_probabilities
 from rgzlabel.learning.models import ClassifierVersion
 
 logger = logging.getLogger(__name__)
@@ -77,10 +78,5 @@ def predict_sources(source_ids: Sequence[int], classifier: ClassifierVersion | N
     known = ids[np.isin(ids, stored.source_ids)]
     if len(known) == 0:
         return Predictions(classifier, classes)
-    model = bundle["model"]
-    raw = model.predict_proba(stored.vectors(known))
-    # The model's columns are indices into ``classes`` of the classes it saw in training.
-    columns = np.asarray(getattr(model, "classes", np.arange(raw.shape[1])), dtype=np.int64)
-    probabilities = np.zeros((len(known), len(classes)), dtype=np.float64)
-    probabilities[:, columns] = raw
+    probabilities = class_probabilities(bundle, stored.vectors(known))
     return Predictions(classifier, classes, dict(zip(known.tolist(), probabilities, strict=True)))

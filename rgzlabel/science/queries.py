@@ -18,6 +18,9 @@ CONSENSUS_FIELDS = (
     "consensus_confidence",
     "weighted_label",
     "weighted_confidence",
+    "retire_reason",
+    "assisted_label",
+    "assisted_confidence",
 )
 
 

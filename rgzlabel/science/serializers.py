@@ -105,6 +105,11 @@ class ConsensusSerializer(serializers.Serializer):
     confidence = serializers.FloatField(source="consensus_confidence", allow_null=True)
     weighted_label = serializers.CharField(allow_null=True)
     weighted_confidence = serializers.FloatField(allow_null=True)
+    retire_reason = serializers.CharField(allow_null=True, help_text="why the subject retired ('' while open)")
+    assisted_label = serializers.CharField(
+        allow_null=True, help_text="class volunteers and classifier agreed on (machine-assisted retirement)"
+    )
+    assisted_confidence = serializers.FloatField(allow_null=True)
 
     def get_retired(self, row) -> bool:
         return row.retired_at is not None
@@ -154,7 +159,8 @@ class SubjectSerializer(serializers.ModelSerializer):
     class Meta:
         model = Subject
         fields = ["source", "source_name", "workflow", "vote_count", "retired_at", "retire_reason", "consensus_label",
-                  "consensus_confidence", "weighted_label", "weighted_confidence"]  # fmt: skip
+                  "consensus_confidence", "weighted_label", "weighted_confidence", "assisted_label",
+                  "assisted_confidence"]  # fmt: skip
 
 
 # --- votes -----------------------------------------------------------------------------------------

@@ -52,3 +52,24 @@ def test_the_prior_confusion_is_a_better_than_chance_stochastic_matrix() -> None
 def test_votes_outside_their_ranges_are_refused() -> None:
     with pytest.raises(ValueError, match="labels must lie in"):
         Votes(np.array([0]), np.array([0]), np.array([3]), 1, 1, 2)
+
+
+def test_assisted_decision_speeds_a_consensus_up_and_never_overturns_it() -> None:
+    from ml.consensus import assisted_decision, assisted_posterior
+
+    volunteers_fri = np.array([0.8, 0.2])
+    # Agreement: 0.8 x 0.9 against 0.2 x 0.1 -> 0.97 for FRI, above a 0.95 threshold.
+    best, combined = assisted_decision(volunteers_fri, np.array([0.9, 0.1]), 0.95)
+    assert best == 0 and combined == pytest.approx(0.72 / 0.74)
+    assert assisted_decision(volunteers_fri, np.array([0.9, 0.1]), 0.99)[0] == -1  # not beyond the threshold
+    # A confident classifier against the volunteers: the combined class may be the classifier's,
+    # but the volunteers' class differs, so nothing retires whatever the threshold.
+    best, combined = assisted_decision(volunteers_fri, np.array([0.001, 0.999]), 0.5)
+    assert best == -1 and combined > 0.99
+    # No votes: the classifier alone (the caller allows this only where the workflow does).
+    assert assisted_decision(None, np.array([0.2, 0.8]), 0.75) == (1, pytest.approx(0.8))
+    # The class prior is counted once: uniform evidence from both sides leaves the prior.
+    prior = np.array([0.25, 0.75])
+    assert assisted_posterior(prior, prior, prior) == pytest.approx(prior)
+    with pytest.raises(ValueError, match="threshold"):
+        assisted_decision(volunteers_fri, np.array([0.9, 0.1]), 0.0)

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.django_db
 
 SOURCE_COLUMNS = [
     "source_id", "name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec", "n_votes", "retired",
-    "consensus_label", "consensus_confidence", "weighted_label", "weighted_confidence", "predicted_label",
-    "p_FRI", "p_FRII", "p_hybrid", "n_flags",
+    "consensus_label", "consensus_confidence", "weighted_label", "weighted_confidence", "retire_reason",
+    "assisted_label", "assisted_confidence", "predicted_label", "p_FRI", "p_FRII", "p_hybrid", "n_flags",
 ]  # fmt: skip
 
 
@@ -70,6 +70,7 @@ def test_sources_read_back_the_same_from_csv_votable_and_fits(api_as, catalogue)
     assert votable.colnames == fits.colnames == SOURCE_COLUMNS
     kinds = {name: type(cell(fits[name][0])) for name in SOURCE_COLUMNS}
     kinds.update(consensus_label=str, weighted_label=str, consensus_confidence=float, weighted_confidence=float)
+    kinds.update(retire_reason=str, assisted_label=str, assisted_confidence=float)
     header, from_csv = csv_rows(download(client, "sources", "csv").decode(), kinds)
     assert header == SOURCE_COLUMNS
     assert table_rows(votable) == table_rows(fits) == from_csv
