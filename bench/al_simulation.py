@@ -88,6 +88,12 @@ def default_data() -> Path:
     return shared / "mirabest" / "MiraBest_F_batches.tar.gz"
 
 
+#: The calibrated arms: sigmoid calibration once every class has 10 labels (the live
+#: classifier's first default; ml.classifier no longer calibrates unless asked, so the arm
+#: must ask, or it silently equals the plain probe).
+CALIBRATED = ClassifierConfig(calibrate_min_per_class=10)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--features", choices=("pca", "encoder"), default="pca")
@@ -281,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test, test_labels = embeddings[data.is_test], data.labels[data.is_test]
         # The paper's linear probe is plain logistic regression; calibration is a choice of
         # the live system (better probabilities), measured separately with --calibrated.
-        classifier = ClassifierConfig() if args.calibrated else ClassifierConfig(calibrate_min_per_class=len(pool) + 1)
+        classifier = CALIBRATED if args.calibrated else ClassifierConfig(calibrate_min_per_class=len(pool) + 1)
         settings = {"oracle": None, "volunteers": VolunteerNoise()}
         if args.settings != "both":
             settings = {args.settings: settings[args.settings]}
@@ -525,7 +531,7 @@ def run_paired(args: argparse.Namespace) -> int:
                         cold_start=arm.cold_start,
                         noise=noise,
                         budget=args.budget,
-                        classifier=ClassifierConfig() if arm.calibrated else plain,
+                        classifier=CALIBRATED if arm.calibrated else plain,
                         stream=arm.stream,
                         exploration=arm.exploration,
                         guard_every=args.guard_every,
