@@ -114,3 +114,40 @@ def test_600_by_104_images_take_seconds_not_minutes() -> None:
     started = time.perf_counter()
     near_duplicates(images_a, images_b)
     assert time.perf_counter() - started < 20  # ~1 s on two cores; generous for shared CI
+
+
+def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The cutout re-centred ``dy, dx`` pixels away: what is shifted out is lost, the rest is sky (0)."""
+    out = np.zeros_like(image)
+    height, width = image.shape
+    out[max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)] = image[
+        max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)
+    ]
+    return out
+
+
+def test_shifted_copies_are_found_only_with_max_shift() -> None:
+    rng = np.random.default_rng(3)
+    originals = lobes(rng, 24)
+    copies = np.stack(
+        [
+            shifted(originals[5], 1, 0),  # as the two FR-DEEP copies of MiraBest test sources: 1 and 4 pixels
+            shifted(np.rot90(originals[9], 1), -4, 3),
+            shifted(np.fliplr(originals[17]), 2, -2),
+            lobes(rng, 1)[0],  # unrelated
+        ]
+    )
+    noisy = np.clip(copies.astype(int) + rng.integers(-2, 3, copies.shape) * (copies > 0), 0, 255).astype(np.uint8)
+
+    plain, _, _ = near_duplicates(originals, noisy)
+    idx_a, idx_b, correlation = near_duplicates(originals, noisy, max_shift=4)
+
+    assert list(zip(idx_a.tolist(), idx_b.tolist(), strict=True)) == [(5, 0), (9, 1), (17, 2)]
+    assert (correlation > 0.98).all()
+    assert set(plain.tolist()) < {5, 9, 17}  # the aligned check misses the shifted copies
+    # Within one set, each pair once; a shift beyond max_shift is not a copy.
+    within = np.concatenate([originals[:10], shifted(originals[3], 3, 3)[None], shifted(originals[4], 9, 0)[None]])
+    idx_a, idx_b, _ = near_duplicates(within, max_shift=4, chunk_size=4)
+    assert list(zip(idx_a.tolist(), idx_b.tolist(), strict=True)) == [(3, 10)]
+    with pytest.raises(ValueError, match="max_shift"):
+        near_duplicates(originals, noisy, max_shift=-1)

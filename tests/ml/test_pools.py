@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ml.crossmatch import crossmatch, group_by_position, near_duplicates
+from ml.crossmatch import SHIFTED_IMAGE_THRESHOLD, crossmatch, group_by_position, near_duplicates
 from ml.datasets import SourceRecord, mirabest_confident, read_mirabest
 from ml.pools import PoolSource, build_pretraining_pool
 
@@ -33,8 +33,11 @@ def test_the_report_counts_every_step(pool: tuple[np.ndarray, list[PoolSource], 
     assert report["test_sources"] == 104
     assert report["mirabest_test_removed_by_name"] == 104
     assert report["griese_test_removed_by_position"] == 93  # README: "90 of the 104"
-    assert report["frdeep_test_removed_by_image"] == 5
-    assert report["union_after_test_removal"] == 1256 + 2158 + 600 - 104 - 93 - 5  # PAPER.md: "about 3,800"
+    # 5 aligned copies, and 2 re-centred by 1 and 4 pixels (found by an outside check) that only
+    # the shift-tolerant comparison finds; look-alike compact doubles elsewhere stay (0.980-0.987).
+    assert report["frdeep_test_removed_by_image"] == 7
+    assert report["griese_test_removed_by_image"] == report["mirabest_test_removed_by_image"] == 0
+    assert report["union_after_test_removal"] == 1256 + 2158 + 600 - 104 - 93 - 7  # PAPER.md: "about 3,800"
     assert report["pool_size"] == len(images) == len(provenance)
     assert report["pool_size"] == (
         report["union_after_test_removal"] - report["blank_removed"] - report["position_duplicates_removed"]
@@ -62,8 +65,9 @@ def test_no_test_source_is_in_the_pool_by_name_position_or_image(
     )
     assert len(matches) == 0
 
-    copies, _, _ = near_duplicates(images, np.stack([record.image for record in test_sources]))
-    assert len(copies) == 0
+    test_images = np.stack([record.image for record in test_sources])
+    assert len(near_duplicates(images, test_images)[0]) == 0
+    assert len(near_duplicates(images, test_images, SHIFTED_IMAGE_THRESHOLD, max_shift=4)[0]) == 0
 
 
 def test_the_pool_has_no_positional_duplicates_and_no_blank_images(
