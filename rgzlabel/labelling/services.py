@@ -238,17 +238,26 @@ def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, 
     )
     slots = workflow.retire_after + workflow.redundancy
     rejected: list[int] = []
+    skip_locked = True
     for _ in range(5):
         with transaction.atomic():
-            subject = (
+            candidates = (
                 ordered.exclude(source__classifications__volunteer=volunteer)
                 .exclude(source_id__in=exclude)
                 .exclude(pk__in=rejected)
                 .annotate(load=F("vote_count") + Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
                 .filter(load__lt=slots)
-                .select_for_update(skip_locked=True, of=("self",))
-                .first()
             )
+            if skip_locked:
+                subject = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+            else:
+                subject = _wait_for_first(candidates)
+            if subject is None and skip_locked and candidates.exists():
+                # Every candidate is locked by someone else's write (a queue refresh storing its
+                # ranking, another volunteer's claim): wait for one briefly rather than telling
+                # the volunteer there is nothing to label.
+                skip_locked = False
+                continue
             if subject is None:
                 return None
             # The query above judged the load from a snapshot taken before it waited for
@@ -262,6 +271,32 @@ def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, 
                 return Served(subject, is_gold=False, explore=explore)
             rejected.append(subject.pk)
     return None
+
+
+#: The longest a volunteer's request waits for a subject row another transaction holds (ms).
+CLAIM_LOCK_WAIT_MS = 2000
+
+
+def _wait_for_first(candidates) -> Subject | None:
+    """Lock the first of ``candidates``, waiting at most CLAIM_LOCK_WAIT_MS for it (None after that).
+
+    Runs inside the caller's transaction. On SQLite, which locks the whole database rather than
+    rows, the query simply runs.
+    """
+    from django.db import OperationalError, connection
+
+    if connection.vendor != "postgresql":
+        return candidates.select_for_update(of=("self",)).first()
+    try:
+        with transaction.atomic():  # a savepoint: a lock timeout rolls back only this attempt
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(CLAIM_LOCK_WAIT_MS)}ms'")
+            subject = candidates.select_for_update(of=("self",)).first()
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = DEFAULT")
+            return subject
+    except OperationalError:
+        return None
 
 
 def hold(volunteer: User, subject: Subject, *, is_gold: bool, explore: bool = False) -> None:
@@ -759,6 +794,11 @@ class ConsensusReport:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+#: Rows written per transaction by :func:`recompute_consensus` (each batch holds its row locks
+#: for milliseconds, so votes and the queue never wait on a whole refit).
+CONSENSUS_WRITE_BATCH = 200
+
+
 def recompute_consensus(workflow: Workflow) -> ConsensusReport:
     """Fit Dawid-Skene over every vote of a workflow; store labels and volunteers' matrices.
 
@@ -794,19 +834,33 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
     known = np.array([keys.index(gold[s]) if s in gold else -1 for s in source_ids])
     post, confusions, _ = dawid_skene(votes, known=known)
     voted = sorted({r[0] for r in rows if not r[3]} - set(gold))
-    with transaction.atomic():
-        # Profiles before subjects: the order a vote takes its locks in, so the two never deadlock.
-        for volunteer_id, i in v_index.items():
-            profile, _ = VolunteerProfile.objects.select_for_update().get_or_create(user_id=volunteer_id)
-            profile.confusion = {**profile.confusion, workflow.slug: confusions[i].round(4).tolist()}
-            profile.save(update_fields=["confusion"])
-        subjects = Subject.objects.select_for_update().filter(workflow=workflow, source_id__in=voted)
+    # Written in short batches, each its own transaction, touching only the derived columns:
+    # one transaction over every row held them all locked for seconds, and while it did, the
+    # queue (which skips locked rows) told every volunteer there was nothing to label and
+    # every vote waited on its volunteer's profile (found by bench/campaign.py).
+    for start in range(0, len(volunteer_ids), CONSENSUS_WRITE_BATCH):
+        batch = volunteer_ids[start : start + CONSENSUS_WRITE_BATCH]
+        with transaction.atomic():
+            for user_id in batch:
+                VolunteerProfile.objects.get_or_create(user_id=user_id)
+            profiles = list(VolunteerProfile.objects.filter(user_id__in=batch).order_by("user_id"))
+            for profile in profiles:
+                matrix = confusions[v_index[profile.user_id]].round(4).tolist()
+                profile.confusion = {**profile.confusion, workflow.slug: matrix}
+            VolunteerProfile.objects.bulk_update(profiles, ["confusion"])
+    for start in range(0, len(voted), CONSENSUS_WRITE_BATCH):
+        subjects = list(
+            Subject.objects.filter(workflow=workflow, source_id__in=voted[start : start + CONSENSUS_WRITE_BATCH])
+            .only("id", "source_id", "weighted_label")
+            .order_by("id")
+        )
         for subject in subjects:
             row = post[s_index[subject.source_id]]
-            label, confidence = keys[int(np.argmax(row))], float(row.max())
-            if label != subject.weighted_label:
-                report.changed += 1
-            Subject.objects.filter(pk=subject.pk).update(weighted_label=label, weighted_confidence=confidence)
+            label = keys[int(np.argmax(row))]
+            report.changed += label != subject.weighted_label
+            subject.weighted_label, subject.weighted_confidence = label, float(row.max())
+        with transaction.atomic():
+            Subject.objects.bulk_update(subjects, ["weighted_label", "weighted_confidence"])
     report.subjects, report.volunteers = len(voted), len(volunteer_ids)
     return report
 

@@ -110,3 +110,36 @@ def test_one_volunteer_firing_votes_at_once_stays_within_the_rate_limit(
 
     assert Classification.objects.filter(volunteer=volunteer).count() == 60
     assert results == {"stored": 60, "limited": 140}
+
+
+def test_next_waits_for_rows_another_write_holds_instead_of_finding_nothing(
+    django_user_model, make_source, workflow
+) -> None:
+    """A queue refresh storing its ranking (or a consensus refit) briefly holds every open
+    subject's row; a volunteer asking meanwhile gets a subject once it is released, not "nothing
+    to label" (on PostgreSQL, SKIP LOCKED alone skipped every row; the campaign replay found it)."""
+    import threading
+    import time
+
+    from django.db import transaction
+
+    sources = {make_source().pk for _ in range(3)}
+    volunteer = django_user_model.objects.create_user("waiting")
+    locked, done = threading.Event(), threading.Event()
+
+    @in_thread
+    def refresh() -> None:
+        with transaction.atomic():
+            Subject.objects.filter(workflow=workflow).update(priority=0.5)  # every row locked
+            locked.set()
+            time.sleep(0.4)
+        done.set()
+
+    writer = threading.Thread(target=refresh)
+    writer.start()
+    assert locked.wait(10)
+    served = next_subject(volunteer, workflow)
+    writer.join()
+
+    assert done.is_set()
+    assert served is not None and served.subject.source_id in sources

@@ -162,9 +162,16 @@ def test_a_gold_answer_gets_feedback_and_counts_for_accuracy(volunteer, make_sou
     assert subject_of(right, workflow).vote_count == 0  # gold answers are not consensus votes
 
 
-def test_background_consensus_learns_volunteer_reliability(django_user_model, make_source, workflow) -> None:
-    """A volunteer who always disagrees with two consistent peers ends up outweighed."""
+@pytest.mark.parametrize("write_batch", [200, 2])
+def test_background_consensus_learns_volunteer_reliability(
+    django_user_model, make_source, workflow, monkeypatch, write_batch
+) -> None:
+    """A volunteer who always disagrees with two consistent peers ends up outweighed (whether the
+    refit writes its rows in one batch or in many short ones)."""
+    from rgzlabel.labelling import services
     from rgzlabel.labelling.services import recompute_consensus
+
+    monkeypatch.setattr(services, "CONSENSUS_WRITE_BATCH", write_batch)
 
     workflow.retire_after = 10
     workflow.save()
