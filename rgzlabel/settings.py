@@ -236,6 +236,10 @@ RGZ_JOB_HEARTBEAT_TIMEOUT_S = env_int("RGZ_JOB_HEARTBEAT_TIMEOUT_S", 600, minimu
 # Seconds a queued job may stay without a Celery task id (its message never reached the broker)
 # before beat's sweep sends it again, or fails it while the broker is still down.
 RGZ_JOB_SEND_GRACE_S = env_int("RGZ_JOB_SEND_GRACE_S", 60, minimum=5)
+# Beat's schedule: seconds between the learning tick (retrain / pretrain when due) and the sweep of
+# lost jobs, and between Dawid-Skene refits. Shortened only by benchmarks that replay a campaign.
+RGZ_TICK_S = env_int("RGZ_TICK_S", 60, minimum=1)
+RGZ_CONSENSUS_EVERY_S = env_int("RGZ_CONSENSUS_EVERY_S", 600, minimum=1)
 # Training preset used for the background CPU pretraining started by the main command.
 RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
 # Seconds between a pretraining's resumable saves (also when a worker shutdown stops it; 0: every step).

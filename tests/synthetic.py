@@ -38,6 +38,33 @@ def lobe_image(rng: np.random.Generator, size: int = SIZE, n_lobes: int = 2) -> 
     return np.round(255 * image / image.max()).astype(np.uint8)
 
 
+def morphology_image(rng: np.random.Generator, family: str, size: int = SIZE) -> np.ndarray:
+    """A uint8 image with the family's morphology, along a random axis: ``"1"`` (FRI) brightest at
+    the core, jets fading outwards; ``"2"`` (FRII) no core, bright compact lobes at the ends;
+    ``"3"`` (hybrid) one side of each. Learnable from pixels, unlike :func:`lobe_image`."""
+    y, x = np.mgrid[:size, :size]
+    centre = (size - 1) / 2
+    angle = rng.uniform(0, np.pi)
+    along, across = np.cos(angle), np.sin(angle)
+
+    def blob(offset: float, width: float, peak: float) -> np.ndarray:
+        cx, cy = centre + offset * along, centre + offset * across
+        return peak * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * width**2))
+
+    extent = rng.uniform(22, 34)
+    image = np.zeros((size, size))
+    for side in (-1, 1):
+        fr_one = family == "1" or (family == "3" and side < 0)
+        if fr_one:  # a jet: a chain of blobs fading with distance from the core
+            for step in np.linspace(0.2, 1.0, 5):
+                image += blob(side * step * extent, 3 + 3 * step, 0.7 * (1.1 - step))
+        else:  # an edge-brightened lobe: a hotspot at the end of a fainter lobe
+            image += blob(side * extent, 2.5, 1.0) + blob(side * 0.8 * extent, 6, 0.3)
+    if family == "1":
+        image += blob(0, 3, 1.0)
+    return np.round(255 * image / image.max()).astype(np.uint8)
+
+
 def radio_image(seed: int = 0, size: int = 300, scale_arcsec: float = 1.8) -> np.ndarray:
     """A raw flux image (Jy/beam): two Gaussian lobes on thermal noise, as FIRST shows them."""
     rng = np.random.default_rng(seed)
@@ -81,8 +108,11 @@ class MiraBestEntry:
         return MIRABEST_CODES.index(self.code)
 
 
-def mirabest_entries(per_code: int = 6, seed: int = 0) -> list[MiraBestEntry]:
-    """``per_code`` sources for each of the ten codes, one in three in the test split, 0.5 deg apart."""
+def mirabest_entries(per_code: int = 6, seed: int = 0, *, morphology: bool = False) -> list[MiraBestEntry]:
+    """``per_code`` sources for each of the ten codes, one in three in the test split, 0.5 deg apart.
+
+    ``morphology``: images with their class's morphology (:func:`morphology_image`) instead of
+    random lobes (one for FRI, two otherwise)."""
     rng = np.random.default_rng(seed)
     entries = []
     n = 0
@@ -91,7 +121,8 @@ def mirabest_entries(per_code: int = 6, seed: int = 0) -> list[MiraBestEntry]:
             ra, dec = 120.0 + 0.5 * (n % 40), 5.0 + 0.5 * (n // 40)
             name = f"{code}_{ra:07.3f}{dec:+08.3f}_0.{1000 + n:04d}_{50 + n:04d}.00"
             split = "test" if i % 3 == 2 else "train"
-            entries.append(MiraBestEntry(name, code, ra, dec, split, lobe_image(rng, n_lobes=1 + (code[0] != "1"))))
+            image = morphology_image(rng, code[0]) if morphology else lobe_image(rng, n_lobes=1 + (code[0] != "1"))
+            entries.append(MiraBestEntry(name, code, ra, dec, split, image))
             n += 1
     return entries
 

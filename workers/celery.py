@@ -20,7 +20,8 @@ import django  # noqa: E402
 from celery import Celery  # noqa: E402
 from celery.exceptions import SecurityWarning  # noqa: E402
 from celery.signals import worker_process_init, worker_shutting_down  # noqa: E402
-from kombu import Queue
+from django.conf import settings  # noqa: E402
+from kombu import Queue  # noqa: E402
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rgzlabel.settings")
 django.setup()
@@ -33,17 +34,18 @@ if os.environ.get("RGZ_WORKER_AS_ROOT_OK") == "1":
 app = Celery("rgzlabel", include=["workers.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = (Queue("default"), Queue("gpu"))
+_TICK_S, _CONSENSUS_S = float(settings.RGZ_TICK_S), float(settings.RGZ_CONSENSUS_EVERY_S)
 app.conf.beat_schedule = {
-    "sweep-lost-jobs": {"task": "rgzlabel.sweep_lost_jobs", "schedule": 60.0, "options": {"queue": "default"}},
+    "sweep-lost-jobs": {"task": "rgzlabel.sweep_lost_jobs", "schedule": _TICK_S, "options": {"queue": "default"}},
     "learning-tick": {
         "task": "rgzlabel.learning_tick",
-        "schedule": 60.0,
-        "options": {"queue": "default", "expires": 60},
+        "schedule": _TICK_S,
+        "options": {"queue": "default", "expires": _TICK_S},
     },
     "recompute-consensus": {
         "task": "rgzlabel.recompute_consensus",
-        "schedule": 600.0,
-        "options": {"queue": "default", "expires": 600},
+        "schedule": _CONSENSUS_S,
+        "options": {"queue": "default", "expires": _CONSENSUS_S},
     },
 }
 
