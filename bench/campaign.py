@@ -503,7 +503,8 @@ def run_one(args: argparse.Namespace, pool: Pool, arm: Arm, seed: int, data_root
     started = time.monotonic()
     truth = prepare_run(args, pool, arm, seed)
     gold = gold_answers(pool)
-    data_dir = data_root / f"{pool.dataset}-{arm.name}-s{seed}"
+    embedding = "pca" if args.checkpoint is None else args.checkpoint.stem
+    data_dir = data_root / f"{pool.dataset}-{embedding}-{arm.name}-s{seed}"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     flush_broker(args.redis_url)
@@ -628,7 +629,8 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
             target = ref["snapshots"][-1]["accuracy"]
             needed = votes_to_reach(r, target)
             reach.append(needed)
-            savings.append(ref["snapshots"][-1]["votes"] / needed if np.isfinite(needed) else 0.0)
+            if np.isfinite(needed):
+                savings.append(ref["snapshots"][-1]["votes"] / needed)
 
         def mean_sd(values: Sequence[float], fmt: str = "{:.1f}", scale: float = 1.0) -> str:
             array = np.asarray(values, dtype=float) * scale
@@ -636,6 +638,9 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
                 return f"not reached in {int(np.sum(~np.isfinite(array)))} of {len(array)}"
             return (fmt + " +- " + fmt).format(array.mean(), array.std(ddof=1) if len(array) > 1 else 0.0)
 
+        saving_text = mean_sd(savings, "{:.2f}") + "x" if savings else "-"
+        if savings and len(savings) < len(reach):
+            saving_text += f" (reached in {len(savings)} of {len(reach)})"
         recalls = " | ".join(mean_sd([s["recall"][c] or 0 for s in last], scale=100) for c in classes)
         retired = [s["retired"] for s in last]
         lines.append(
@@ -644,7 +649,8 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
             f"| {mean_sd([s['votes'] / max(1, s['retired']) for s in last])} "
             f"| {mean_sd([s['assisted'] for s in last], '{:.0f}')} ({sum(s['assisted_correct'] for s in last)} of "
             f"{sum(s['assisted'] for s in last)}) "
-            f"| {mean_sd(reach, '{:.0f}') if reach else '-'} | {mean_sd(savings, '{:.2f}') + 'x' if savings else '-'} "
+            f"| {mean_sd(reach, '{:.0f}') if reach else '-'} "
+            f"| {saving_text} "
             f"| {mean_sd([r['campaign_s'] for r in rows], '{:.0f}')} s |"
         )
     for b_arm in [a for a in arms if a.partition(":")[0] == "b"]:
