@@ -51,6 +51,7 @@ from urllib.parse import urlencode, urlsplit
 
 import numpy as np
 
+from bench.load_labelling import loopback_production_env
 from ml.crowd import Crowd, CrowdConfig, make_crowd
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,21 +118,13 @@ class Stack:
     def __init__(self, args: argparse.Namespace, data_dir: Path):
         self.args, self.data_dir = args, data_dir
         self.processes: list[subprocess.Popen] = []
-        self.env = dict(
-            os.environ,
-            DATABASE_URL=args.database_url,
+        self.env = loopback_production_env(
+            args.database_url,
             REDIS_URL=args.redis_url,
             RGZ_DATA_DIR=str(data_dir),
             RGZ_TICK_S=str(args.tick_s),
             RGZ_CONSENSUS_EVERY_S=str(args.consensus_every_s),
-            DJANGO_DEBUG="false",
-            DJANGO_ALLOWED_HOSTS="127.0.0.1",
-            DJANGO_SECURE_SSL_REDIRECT="false",
-            DJANGO_SESSION_COOKIE_SECURE="false",
-            DJANGO_CSRF_COOKIE_SECURE="false",
-            RGZ_VOTES_PER_MINUTE="0",
             RGZ_ACCOUNTS_PER_CLIENT_PER_HOUR="0",
-            RGZ_LOG_LEVEL="WARNING",
             RGZ_WORKER_AS_ROOT_OK="1",
             RGZ_TORCH_THREADS="1",
             TQDM_DISABLE="1",

@@ -98,8 +98,10 @@ def prepare_database(url: str, n_sources: int, n_volunteers: int) -> list[str]:
     return keys
 
 
-def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
-    env = dict(
+def loopback_production_env(url: str, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's server processes: production settings on plain-HTTP
+    loopback, no per-volunteer rate limit (simulated volunteers have no think time)."""
+    return dict(
         os.environ,
         DATABASE_URL=url,
         DJANGO_DEBUG="false",
@@ -109,7 +111,12 @@ def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.
         DJANGO_CSRF_COOKIE_SECURE="false",
         RGZ_VOTES_PER_MINUTE="0",
         RGZ_LOG_LEVEL="WARNING",
+        **extra,
     )
+
+
+def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
+    env = loopback_production_env(url)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "rgzlabel.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
