@@ -200,11 +200,25 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     classes = classifier_classes(workflow)
     ids, labels, newest = consensus_labels(workflow)
     stored = read_embeddings(embedding_set.path)
-    # Exploration labels are the audit set: held out of training so they can judge the model.
-    audit = np.isin(ids, explored_ids(workflow)) & np.isin(ids, stored.source_ids)
-    audit_ids, audit_labels = ids[audit], [label for label, a in zip(labels, audit, strict=True) if a]
-    ids, labels = ids[~audit], [label for label, a in zip(labels, audit, strict=True) if not a]
-    ids, labels = training_labels(ids, labels, classes, available=stored.source_ids)
+    ids, labels, audit_ids, audit_labels = split_audit(workflow, ids, labels)
+    embedded = np.isin(audit_ids, stored.source_ids)
+    audit_ids, audit_labels = audit_ids[embedded], [label for label, e in zip(audit_labels, embedded, strict=True) if e]
+    trigger = job.params.get("trigger")
+    try:
+        ids, labels = training_labels(ids, labels, classes, available=stored.source_ids)
+    except ValueError as shortage:
+        if not trigger:
+            raise  # asked for by someone: say why it cannot run
+        # Queued by the loop when the labels sufficed; a consensus refit since can move labels
+        # (a source's Dawid-Skene label turns "unsure"), so there is nothing to train on *yet*:
+        # that is not a failure for an admin to chase. A new embedding still needs its ranking.
+        refresh = create_job(Job.Kind.REFRESH) if trigger == "new embedding" else None
+        return {
+            "summary": f"skipped: {shortage}",
+            "skipped": True,
+            "reason": str(shortage),
+            "refresh_job": refresh.pk if refresh is not None else None,
+        }
     counts = {c: labels.count(c) for c in classes}
     context.progress(0.3, f"fitting on {len(ids)} consensus labels {counts}", force=True)
     train_x = stored.vectors(ids)
@@ -266,6 +280,33 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     }
 
 
+def label_shortage(labels: list[str], classes: list[str]) -> str | None:
+    """Why these labels cannot train a classifier yet (None when they can): two classes need two each."""
+    counts = {c: labels.count(c) for c in classes}
+    if sum(1 for n in counts.values() if n >= 2) < 2:
+        return f"not enough consensus labels to train yet: {counts}; need at least 2 in two classes"
+    return None
+
+
+def split_audit(workflow, ids: np.ndarray, labels: list[str]) -> tuple[np.ndarray, list[str], np.ndarray, list[str]]:
+    """(training ids, labels, audit ids, labels): labels of sources served by random exploration
+    are the audit set, held out of training so they can judge the model."""
+    audit = np.isin(ids, explored_ids(workflow))
+    return (
+        ids[~audit],
+        [label for label, a in zip(labels, audit, strict=True) if not a],
+        ids[audit],
+        [label for label, a in zip(labels, audit, strict=True) if a],
+    )
+
+
+def enough_labels_to_train(workflow) -> bool:
+    """Whether a retrain would find enough training labels: the same split as ``retrain_job``'s."""
+    ids, labels, _ = consensus_labels(workflow)
+    _, train_labels, _, _ = split_audit(workflow, ids, labels)
+    return label_shortage(train_labels, classifier_classes(workflow)) is None
+
+
 def training_labels(
     ids: np.ndarray, labels: list[str], classes: list[str], *, available: np.ndarray
 ) -> tuple[np.ndarray, list[str]]:
@@ -276,9 +317,9 @@ def training_labels(
     """
     known = np.isin(ids, available)
     ids, labels = ids[known], [label for label, keep in zip(labels, known, strict=True) if keep]
-    counts = {c: labels.count(c) for c in classes}
-    if sum(1 for n in counts.values() if n >= 2) < 2:
-        raise ValueError(f"not enough consensus labels to train yet: {counts}; need at least 2 in two classes")
+    shortage = label_shortage(labels, classes)
+    if shortage:
+        raise ValueError(shortage)
     return ids, labels
 
 

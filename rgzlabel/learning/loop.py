@@ -5,13 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from rgzlabel.labelling.services import NOT_VOLUNTEER_CONSENSUS
-from rgzlabel.learning.classifiers import classifier_classes, consensus_labels
+from rgzlabel.learning.classifiers import enough_labels_to_train
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
-
-
-def enough_labels_to_train(workflow) -> bool:
-    _, labels, _ = consensus_labels(workflow)
-    return sum(1 for c in classifier_classes(workflow) if labels.count(c) >= 2) >= 2
 
 
 def after_new_embedding() -> Job:
@@ -19,8 +14,9 @@ def after_new_embedding() -> Job:
     from rgzlabel.labelling.services import default_workflow
     from rgzlabel.learning.jobs import create_job
 
-    kind = Job.Kind.RETRAIN if enough_labels_to_train(default_workflow()) else Job.Kind.REFRESH
-    return create_job(kind)
+    if enough_labels_to_train(default_workflow()):
+        return create_job(Job.Kind.RETRAIN, {"trigger": "new embedding"})
+    return create_job(Job.Kind.REFRESH)
 
 
 def learning_tick() -> dict[str, Any]:
@@ -59,7 +55,7 @@ def learning_tick() -> dict[str, Any]:
         )
         actions["new_labels"] = n_new
         if (n_new >= loop.retrain_min_new_labels or (n_new and overdue)) and enough_labels_to_train(workflow):
-            actions["retrain_job"] = create_job(Job.Kind.RETRAIN).pk
+            actions["retrain_job"] = create_job(Job.Kind.RETRAIN, {"trigger": "tick"}).pk
     # Measured against the newest *pretrained* encoder: a fine-tuned one counts only the labels
     # it was tuned on, so comparing the pool with it would queue a pretraining at every tick
     # after a fine-tune, and that pretraining's embedding would replace the fine-tuned one.

@@ -139,6 +139,54 @@ def test_the_tick_retrains_once_enough_new_labels_exist(pool, django_capture_on_
     assert Job.objects.get(pk=actions["retrain_job"]).kind == Job.Kind.RETRAIN
 
 
+def test_the_tick_counts_only_the_labels_a_retrain_would_train_on(pool, django_capture_on_commit_callbacks) -> None:
+    """Exploration labels are held out of training (they audit it), so they cannot make a retrain due.
+
+    Counting them queued retrains that then failed with "not enough consensus labels".
+    """
+    loop = LoopSettings.current()
+    loop.retrain_min_new_labels, loop.retrain_every_minutes = 1, 0
+    loop.save()
+    label(pool[:3], "FRI")
+    label(pool[30:33], "FRII")
+    Subject.objects.filter(source__in=pool[31:33]).update(explored=True)  # 1 FRII left to train on
+    with django_capture_on_commit_callbacks():
+        assert "retrain_job" not in learning_tick()
+        label(pool[33:34], "FRII")
+        actions = learning_tick()
+    assert Job.objects.get(pk=actions["retrain_job"]).params == {"trigger": "tick"}
+
+
+def test_a_retrain_the_loop_queued_is_skipped_not_failed_when_its_labels_moved(
+    pool, django_capture_on_commit_callbacks
+) -> None:
+    """Between the tick and the worker a consensus refit can turn labels "unsure": nothing to
+    train on yet is not an error for an admin to chase, and no classifier is made."""
+    label(pool[:3], "FRI")
+    label(pool[30:33], "FRII")
+    with django_capture_on_commit_callbacks():
+        job = create_job(Job.Kind.RETRAIN, {"trigger": "tick"})
+        Subject.objects.filter(source__in=pool[30:32]).update(weighted_label="unsure")
+        run_job(job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED, job.error
+    assert job.result["skipped"] and "'FRII': 1" in job.result["reason"]
+    assert not ClassifierVersion.objects.exists()
+    assert not Job.objects.filter(kind=Job.Kind.REFRESH).exists()
+
+
+def test_a_retrain_after_a_new_embedding_that_finds_too_few_labels_still_reranks(
+    pool, django_capture_on_commit_callbacks
+) -> None:
+    label(pool[:3], "FRI")
+    with django_capture_on_commit_callbacks():
+        job = create_job(Job.Kind.RETRAIN, {"trigger": "new embedding"})
+        run_job(job.pk)
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED and job.result["skipped"]
+    assert Job.objects.get(pk=job.result["refresh_job"]).kind == Job.Kind.REFRESH
+
+
 def test_the_tick_pretrains_again_when_the_pool_has_grown(pool, django_capture_on_commit_callbacks) -> None:
     loop = LoopSettings.current()
     loop.pretrain_growth_fraction = 0.5
