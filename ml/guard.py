@@ -50,6 +50,8 @@ from ml.policies import COLD_START_POLICY, POLICIES, PolicyConfigError, policy_i
 BASELINE = "random"
 #: Fractions of the replay pool labelled after each replayed batch (the first is the random start).
 REPLAY_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
+#: Below this many unbiased labels no policy is judged and random runs.
+MIN_AUDIT = 20
 #: The replayed classifier: the plain linear probe (uncalibrated: calibration adds cost and
 #: does not change the predicted class much, and the replays only score predictions).
 # The replays fit the plain (unweighted, uncalibrated) probe, fast enough to run many times;
@@ -242,7 +244,7 @@ def choose_policy(
     candidates: Sequence[str],
     *,
     seed: int = 0,
-    min_audit: int = 20,
+    min_audit: int = MIN_AUDIT,
     folds: int = 5,
     repeats: int = 2,
     confidence: float = 0.95,

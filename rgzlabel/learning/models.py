@@ -215,10 +215,31 @@ class QueuePolicy(models.Model):
     choice_gains = models.JSONField(default=dict, blank=True, help_text="per candidate: gain vs random, 95 % CI")
     choice_n_audit = models.PositiveIntegerField(default=0)
     chosen_at = models.DateTimeField(null=True, blank=True)
+    choice_embedding_set = models.ForeignKey(
+        EmbeddingSet, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    rejudge_growth = models.FloatField(
+        default=0.2,
+        help_text="hold the guarded queue's tournament again once its unbiased labels have grown by this "
+        "fraction (0: at every refresh); a new embedding or an edit here always holds it again",
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name_plural = "queue policies"
+
+    def choice_is_current(self, embedding_set: EmbeddingSet, n_audit: int, min_audit: int) -> bool:
+        """Whether the last tournament still stands: same embedding and settings, and fewer than
+        ``rejudge_growth`` more unbiased labels (below ``min_audit`` nothing was judged, so any
+        change counts). The tournament costs seconds to minutes; its answer moves with the evidence,
+        whose interval narrows with the square root of the labels, not with every new label."""
+        if not self.chosen_policy or self.chosen_at is None or self.choice_embedding_set_id != embedding_set.pk:
+            return False
+        if self.updated_at > self.chosen_at:  # an admin changed the candidates, the seed, the policy
+            return False
+        if self.choice_n_audit < min_audit:
+            return n_audit == self.choice_n_audit
+        return self.choice_n_audit <= n_audit < self.choice_n_audit * (1 + self.rejudge_growth)
 
     def __str__(self) -> str:
         return f"{self.policy} for {self.workflow}"
@@ -228,6 +249,8 @@ class QueuePolicy(models.Model):
 
         from ml.policies import PolicyConfigError, policy_parameters
 
+        if not self.rejudge_growth >= 0:
+            raise ValidationError({"rejudge_growth": "a fraction of 0 or more (0: at every refresh)"})
         if self.policy == GUARDED:
             for name in self.candidates:
                 try:

@@ -57,10 +57,11 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
         return {"summary": "no open subjects to rank", "ranked": 0, "machine_assisted_retired": retired}
     labelled_mask = np.zeros(len(pool_ids), dtype=bool)
     labelled_mask[len(open_ids) :] = True
+    tournament = None
     if name == GUARDED:
         context.progress(0.1, "choosing the policy from the campaign's unbiased labels", force=True)
-        choice = choose_guarded_policy(workflow, policy, stored)
-        name, params = choice.policy, {}
+        name, tournament = choose_guarded_policy(workflow, policy, stored, embedding_set)
+        params = {}
     context.progress(0.2, f"scoring {len(pool_ids)} sources with {name}", force=True)
     inputs: dict[str, Any] = {}
     needed = policy_inputs(name)
@@ -95,10 +96,12 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
     if assisted is not None:
         summary += f"; {len(assisted.retired)} retired by volunteers and classifier agreeing"
     if policy.policy == GUARDED and classifier is not None:
-        summary += f" (guarded: {policy.choice_reason})"
+        kept = "" if tournament else f"; kept from the tournament of {policy.chosen_at:%Y-%m-%d %H:%M} UTC"
+        summary += f" (guarded: {policy.choice_reason}{kept})"
     return {
         "summary": summary,
         "policy": name,
+        "tournament_held": tournament,
         "machine_assisted_retired": len(assisted.retired) if assisted is not None else 0,
         "ranked": len(ranked),
         "top": [int(pool_ids[i]) for i in ranked[:10]],
@@ -117,15 +120,19 @@ def assist_retirement(workflow, classifier: ClassifierVersion, stored, open_ids:
     )
 
 
-def choose_guarded_policy(workflow, policy, stored) -> Any:
-    """Re-run ``ml.guard.choose_policy`` on the campaign's labels and store the choice and its reason.
+def choose_guarded_policy(workflow, policy, stored, embedding_set: EmbeddingSet) -> tuple[str, bool]:
+    """The guarded queue's policy: ``ml.guard.choose_policy`` on the campaign's labels, its choice and
+    reason stored; or the stored choice while it still stands (``QueuePolicy.choice_is_current``).
 
     The labelled rows are the consensus labels plus the gold set; the audit rows (the
     unbiased judges) are the gold sources and those served by random exploration.
+
+    Returns:
+        (policy name, whether the tournament was held now).
     """
     from django.utils import timezone
 
-    from ml.guard import choose_policy
+    from ml.guard import MIN_AUDIT, choose_policy
     from rgzlabel.learning.classifiers import explored_ids, gold_set
 
     ids, labels, _ = consensus_labels(workflow)
@@ -136,8 +143,12 @@ def choose_guarded_policy(workflow, policy, stored) -> Any:
     known = np.isin(ids, stored.source_ids)
     ids, audit = ids[known], audit[known]
     known_labels = np.array([label for label, k in zip(labels, known, strict=True) if k])
+    if policy.choice_is_current(embedding_set, int(audit.sum()), MIN_AUDIT):
+        return policy.chosen_policy, False
     rows = stored.rows(ids)
-    choice = choose_policy(stored.matrix, rows, known_labels, audit, list(policy.candidates), seed=policy.seed)
+    choice = choose_policy(
+        stored.matrix, rows, known_labels, audit, list(policy.candidates), seed=policy.seed, min_audit=MIN_AUDIT
+    )
     gains = {
         name: {
             "gain": [float(v) for v in values],
@@ -150,7 +161,8 @@ def choose_guarded_policy(workflow, policy, stored) -> Any:
         choice_reason=choice.reason[:512],
         choice_gains=gains,
         choice_n_audit=choice.n_audit,
+        choice_embedding_set=embedding_set,
         chosen_at=timezone.now(),
     )
     policy.refresh_from_db()
-    return choice
+    return choice.policy, True

@@ -104,3 +104,71 @@ def test_the_dashboard_shows_the_policy_the_reason_and_the_accuracy_interval(
     assert policy.chosen_policy == "random"  # 20 gold labels are too few to judge a policy: random runs
     assert policy.choice_reason in page
     assert "Labels saved against random so far: none" in page
+
+
+def test_the_tournament_is_held_again_only_when_its_evidence_or_settings_change(
+    make_source, workflow, django_capture_on_commit_callbacks
+) -> None:
+    """The tournament costs seconds to minutes on the worker that also retrains; its choice stands
+    until the unbiased labels grew by ``rejudge_growth``, the embedding changed or an admin edited it."""
+    from ml.embed import write_embeddings
+
+    rng = np.random.default_rng(1)
+    sources = [make_source() for _ in range(140)]  # the last 20 stay open
+    side = np.where(np.arange(140) % 2 == 0, -1.0, 1.0)
+    matrix = rng.normal(0, 0.6, (140, 4))
+    matrix[:, 0] += 2 * side
+
+    def embed() -> EmbeddingSet:
+        folder = embeddings_folder()
+        write_embeddings(folder, [s.pk for s in sources], matrix.astype(np.float32))
+        embedding_set = EmbeddingSet.objects.create(method="pca", path=str(folder), n_sources=140, dim=4)
+        activate_embedding_set(embedding_set)
+        return embedding_set
+
+    embed()
+    for i, source in enumerate(sources[:120]):
+        value = "FRI" if side[i] < 0 else "FRII"
+        Subject.objects.filter(source=source).update(
+            retired_at=timezone.now(),
+            retire_reason="vote count",
+            consensus_label=value,
+            weighted_label=value,
+            explored=i < 40,
+        )
+    QueuePolicy.objects.update_or_create(
+        workflow=workflow, defaults={"policy": GUARDED, "candidates": ["margin"], "queue_length": 10}
+    )
+    assert run(Job.Kind.RETRAIN, django_capture_on_commit_callbacks).state == Job.State.SUCCEEDED
+    Job.objects.filter(kind=Job.Kind.REFRESH).delete()
+
+    def refresh() -> Job:
+        job = run(Job.Kind.REFRESH, django_capture_on_commit_callbacks)
+        assert job.state == Job.State.SUCCEEDED, job.error
+        return job
+
+    first = refresh()
+    policy = QueuePolicy.objects.get(workflow=workflow)
+    assert first.result["tournament_held"] and policy.choice_n_audit == 40
+    held_at = policy.chosen_at
+
+    Subject.objects.filter(source__in=sources[40:47]).update(explored=True)  # 47 < 40 * 1.2
+    kept = refresh()
+    assert kept.result["tournament_held"] is False and "kept from the tournament" in kept.result["summary"]
+    assert QueuePolicy.objects.get(workflow=workflow).chosen_at == held_at
+
+    Subject.objects.filter(source__in=sources[47:48]).update(explored=True)  # 48 = 40 * 1.2
+    assert refresh().result["tournament_held"]
+    assert QueuePolicy.objects.get(workflow=workflow).choice_n_audit == 48
+
+    assert refresh().result["tournament_held"] is False
+    embed()  # a new embedding: the replays ran on the old one
+    assert run(Job.Kind.RETRAIN, django_capture_on_commit_callbacks).state == Job.State.SUCCEEDED
+    Job.objects.filter(kind=Job.Kind.REFRESH, state=Job.State.QUEUED).delete()
+    assert refresh().result["tournament_held"]
+
+    assert refresh().result["tournament_held"] is False
+    policy = QueuePolicy.objects.get(workflow=workflow)
+    policy.seed = 7
+    policy.save()  # an admin's edit
+    assert refresh().result["tournament_held"]
