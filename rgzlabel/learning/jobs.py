@@ -52,24 +52,40 @@ def create_job(kind: str, params: dict[str, Any] | None = None, *, user: Abstrac
 
     For kinds of which only one may be active (``Job.SINGLETON_KINDS``), a trigger while
     one is queued or running returns that job instead: the database's constraint decides,
-    so two simultaneous triggers make one job.
+    so two simultaneous triggers make one job. For ``Job.RUN_AGAIN_KINDS`` a trigger while one
+    is *running* also marks it to be queued once more when it ends, so what changed since it
+    started is not lost.
     """
-    try:
-        with transaction.atomic():
-            job = Job.objects.create(
-                kind=kind,
-                params=params or {},
-                queue=queue_for(kind),
-                triggered_by=user if user is not None and user.is_authenticated else None,
-            )
-            enqueue(job)
-    except IntegrityError:
-        existing = Job.objects.filter(kind=kind, state__in=Job.ACTIVE_STATES).first()
-        if existing is None:  # it finished between our insert and this read: try once more
-            return create_job(kind, params, user=user)
-        existing.joined = True  # type: ignore[attr-defined]
-        return existing
-    return job
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                job = Job.objects.create(
+                    kind=kind,
+                    params=params or {},
+                    queue=queue_for(kind),
+                    triggered_by=user if user is not None and user.is_authenticated else None,
+                )
+                enqueue(job)
+            return job
+        except IntegrityError:
+            # Only the one-active-job constraint is expected here; anything else (a schema that
+            # does not match the code) must surface, not be retried.
+            if kind not in Job.SINGLETON_KINDS or attempt == 2:
+                raise
+            existing = Job.objects.filter(kind=kind, state__in=Job.ACTIVE_STATES).first()
+            if existing is None:  # it finished between our insert and this read: try again
+                continue
+            # The mark is conditional on still running: if the job ended meanwhile, its end did
+            # not see the mark, and the insert can succeed now.
+            if (
+                existing.state == Job.State.RUNNING
+                and kind in Job.RUN_AGAIN_KINDS
+                and not Job.objects.filter(pk=existing.pk, state=Job.State.RUNNING).update(run_again=True)
+            ):
+                continue
+            existing.joined = True  # type: ignore[attr-defined]
+            return existing
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def rerun_job(job: Job, *, params: dict[str, Any] | None = None, user: AbstractBaseUser | None = None) -> Job:
@@ -194,6 +210,7 @@ def run_job(job_id: int) -> dict[str, Any]:
             raise  # SystemExit or KeyboardInterrupt: the worker is going down, let Celery see it
         if not cancelled:
             logger.exception("job %s failed", job_id)
+            _run_again_if_asked(job)
         return {"job": job_id, "state": Job.State.CANCELLED if cancelled else Job.State.FAILED}
 
     Job.objects.filter(pk=job_id).update(
@@ -205,7 +222,20 @@ def run_job(job_id: int) -> dict[str, Any]:
         finished_at=timezone.now(),
         heartbeat_at=timezone.now(),
     )
-    return {"job": job_id, "state": Job.State.SUCCEEDED, **result}
+    again = _run_again_if_asked(job)
+    return {"job": job_id, "state": Job.State.SUCCEEDED, **result, **({"run_again_job": again.pk} if again else {})}
+
+
+def _run_again_if_asked(job: Job) -> Job | None:
+    """After a job's end is recorded: queue it once more if a trigger marked it while it ran.
+
+    Read after the end was written, so a mark made before it is seen; a trigger after it
+    found the job no longer running and queued a new one itself (``create_job``).
+    """
+    if not Job.objects.filter(pk=job.pk, run_again=True).exists():
+        return None
+    params = {k: v for k, v in job.params.items() if k != "rerun_of"}
+    return create_job(job.kind, {**params, "after": job.pk})
 
 
 def _requeue_interrupted(job: Job) -> dict[str, Any]:

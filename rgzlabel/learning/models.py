@@ -135,6 +135,10 @@ class Job(models.Model):
     #: Kinds of which at most one may be queued or running at a time (a database constraint):
     #: two triggers at once produce one job.
     SINGLETON_KINDS = (Kind.PRETRAIN, Kind.FINETUNE, Kind.RETRAIN, Kind.REFRESH)
+    #: Singleton kinds whose trigger during a run asks for one more run afterwards: a refresh that
+    #: began before a retrain promoted a classifier ranks with the old one, so a trigger that
+    #: merely joined it would leave the queue stale until the next retrain.
+    RUN_AGAIN_KINDS = (Kind.REFRESH,)
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, db_index=True)
@@ -150,6 +154,9 @@ class Job(models.Model):
     queue = models.CharField(max_length=16, default="default")
     celery_task_id = models.CharField(max_length=64, blank=True)
     cancel_requested = models.BooleanField(default=False)
+    run_again = models.BooleanField(
+        default=False, help_text="triggered again while it ran: it is queued once more when it ends"
+    )
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )

@@ -113,6 +113,33 @@ def test_two_triggers_at_once_make_one_retrain(django_capture_on_commit_callback
     assert Job.objects.filter(kind=Job.Kind.RETRAIN).count() == 1
 
 
+def test_a_refresh_triggered_while_one_runs_runs_once_more_after_it(pool, django_capture_on_commit_callbacks) -> None:
+    """A retrain that promotes a classifier while a refresh is running joins that refresh, which
+    ranks with the classifier it started with: it must run again when it ends, once."""
+    with django_capture_on_commit_callbacks():
+        running = create_job(Job.Kind.REFRESH)
+        queued_retrain = create_job(Job.Kind.RETRAIN)
+        assert not create_job(Job.Kind.RETRAIN).run_again and not create_job(Job.Kind.REFRESH).run_again
+        Job.objects.filter(pk__in=[running.pk, queued_retrain.pk]).update(state=Job.State.RUNNING)  # a worker's claim
+        assert create_job(Job.Kind.REFRESH).pk == running.pk
+        create_job(Job.Kind.REFRESH)  # a second trigger asks for the same one more run
+        create_job(Job.Kind.RETRAIN)
+    assert Job.objects.get(pk=running.pk).run_again
+    assert not Job.objects.get(pk=queued_retrain.pk).run_again  # the tick re-triggers retrains itself
+
+
+def test_a_refresh_marked_to_run_again_queues_one_more_when_it_ends(pool, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks():
+        job = Job.objects.create(kind=Job.Kind.REFRESH, queue="default", run_again=True)
+        outcome = run_job(job.pk)
+    assert outcome["state"] == Job.State.SUCCEEDED
+    again = Job.objects.get(pk=outcome["run_again_job"])
+    assert (again.kind, again.state, again.params) == (Job.Kind.REFRESH, Job.State.QUEUED, {"after": job.pk})
+    with django_capture_on_commit_callbacks():
+        assert "run_again_job" not in run_job(again.pk)  # once, not forever
+    assert Job.objects.filter(kind=Job.Kind.REFRESH).count() == 2
+
+
 def test_only_evaluated_classifiers_are_promoted_and_admins_can_roll_back(pool) -> None:
     embedding_set = EmbeddingSet.objects.get()
     old = ClassifierVersion.objects.create(embedding_set=embedding_set, n_labels=5, metrics={"evaluated": True})
