@@ -134,13 +134,20 @@ class Stack:
     def start(self) -> None:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        celery = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "solo", "--without-gossip",
+        celery = [sys.executable, "-m", "celery", "-A", "workers", "worker", "--without-gossip",
                   "--without-mingle", "--loglevel", "INFO"]  # fmt: skip
         beat = ["-B", "-s", str(self.data_dir / "celerybeat-schedule")]
+        # docker compose's `worker` runs two processes: a refresh (the guarded queue's tournament
+        # takes seconds to minutes) and a retrain run side by side.
+        n = self.args.default_concurrency
+        pool = ["-P", "solo"] if n == 1 else ["-P", "prefork", "-c", str(n)]
         self._spawn(
-            celery + ["-Q", "default", "-n", f"campaign-default-{os.getpid()}@%h", *beat], logs / "worker-default.log"
+            celery + [*pool, "-Q", "default", "-n", f"campaign-default-{os.getpid()}@%h", *beat],
+            logs / "worker-default.log",
         )
-        self._spawn(celery + ["-Q", "gpu", "-n", f"campaign-gpu-{os.getpid()}@%h"], logs / "worker-gpu.log")
+        self._spawn(
+            celery + ["-P", "solo", "-Q", "gpu", "-n", f"campaign-gpu-{os.getpid()}@%h"], logs / "worker-gpu.log"
+        )
         self._spawn(
             [sys.executable, "-m", "gunicorn", "rgzlabel.wsgi:application", "--bind", f"127.0.0.1:{self.args.port}",
              "--workers", str(self.args.web_workers), "--threads", "4", "--log-level", "warning"],
@@ -739,6 +746,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--port", type=int, default=8798)
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument(
+        "--default-concurrency",
+        type=int,
+        default=2,
+        help="processes of the `default` worker (retrain, refresh): 2 as docker compose runs it; 1 as bin/start",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "campaign")
     parser.add_argument(
         "--reference", help="the arm whose final accuracy the others must reach (default: the first a<N>)"
@@ -775,7 +788,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"campaign replay: pool {pool.dataset}, arms {args.arms}, seeds {args.seeds}, embedding "
         f"{'pixel PCA' if args.checkpoint is None else args.checkpoint}; beat tick {args.tick_s} s (product 60 s), "
         f"Dawid-Skene refit every {args.consensus_every_s} s (product 600 s), retrain after "
-        f"{args.retrain_every_labels} new consensus labels; {args.concurrency} volunteers at once; results in "
+        f"{args.retrain_every_labels} new consensus labels; `default` worker processes {args.default_concurrency}; "
+        f"{args.concurrency} volunteers at once; results in "
         f"{results_path} (runs already there are reused)",
         flush=True,
     )
