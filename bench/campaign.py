@@ -623,8 +623,8 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
     lines = [
         f"| arm | seeds | votes | accuracy | {' | '.join(f'recall {c}' for c in classes)} | retired | votes per retired"
         f" | machine-assisted (correct) | votes to reach {reference}'s final accuracy | saving vs {reference} "
-        "| campaign time |",
-        "| --- " * (9 + len(classes)) + "|",
+        "| retrains | campaign time |",
+        "| --- " * (11 + len(classes)) + "|",
     ]
     for arm in arms:
         rows = [by[(arm, s)] for s in seeds if (arm, s) in by]
@@ -659,6 +659,7 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
             f"{sum(s['assisted'] for s in last)}) "
             f"| {mean_sd(reach, '{:.0f}') if reach else '-'} "
             f"| {saving_text} "
+            f"| {mean_sd([r['jobs'].get('retrain', 0) for r in rows], '{:.0f}')} "
             f"| {mean_sd([r['campaign_s'] for r in rows], '{:.0f}')} s |"
         )
     for b_arm in [a for a in arms if a.partition(":")[0] == "b"]:
