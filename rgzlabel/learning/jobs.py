@@ -248,6 +248,7 @@ def _requeue_interrupted(job: Job) -> dict[str, Any]:
         state=Job.State.QUEUED,
         started_at=None,
         celery_task_id="",  # until the new message is sent: the sweep re-sends it if this process dies first
+        run_again=False,  # the run it is queued for sees whatever a trigger during this one wanted seen
         message="interrupted by a worker shutdown; queued to run again",
     )
     enqueue(job)

@@ -45,7 +45,7 @@ def test_a_job_stopped_by_a_worker_shutdown_is_queued_again(make_source, django_
 
     for _ in range(4):
         make_source()
-    job = Job.objects.create(kind=Job.Kind.PRETRAIN, params={"preset": "tiny"})
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, params={"preset": "tiny"}, run_again=True)
     WORKER_SHUTDOWN.set()
     try:
         with django_capture_on_commit_callbacks() as callbacks:
@@ -56,6 +56,7 @@ def test_a_job_stopped_by_a_worker_shutdown_is_queued_again(make_source, django_
     assert outcome["requeued"]
     assert (job.state, job.started_at) == (Job.State.QUEUED, None)
     assert "interrupted by a worker shutdown" in job.message
+    assert not job.run_again  # the run it is queued for is the run again
     assert len(callbacks) == 1  # a new message for the broker
 
 
