@@ -312,6 +312,10 @@ def start_learning(checkpoint: Path | None, seed: int, timeout_s: float, *, pca_
 # --- volunteers over HTTP ------------------------------------------------------------------------
 
 
+#: A posted form: fields, or (name, value) pairs where a name repeats.
+Form = dict[str, Any] | list[tuple[str, Any]]
+
+
 class Browser:
     """One volunteer's keep-alive connection with its cookies (session and CSRF)."""
 
@@ -319,8 +323,9 @@ class Browser:
         self.port = port
         self.cookies: dict[str, str] = {}
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.pending: dict[str, Any] | None = None  # the next subject the last answer brought
 
-    def request(self, method: str, path: str, form: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, form: Form | None = None) -> tuple[int, bytes]:
         headers = {"Referer": f"http://127.0.0.1:{self.port}/label/"}
         if self.cookies:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
@@ -344,7 +349,7 @@ class Browser:
                 self.cookies[name] = morsel.value
         return response.status, payload
 
-    def json(self, method: str, path: str, form: dict[str, Any] | None = None) -> dict[str, Any]:
+    def json(self, method: str, path: str, form: Form | None = None) -> dict[str, Any]:
         status, payload = self.request(method, path, form)
         if status != 200:
             raise RuntimeError(f"{method} {path} answered {status}: {payload[:200]!r}")
@@ -406,11 +411,23 @@ class Campaign:
             self.tally.volunteers += 1
         rng = self.crowd.answers_rng(volunteer)
         skipped: list[int] = []
+        # As the page does: each vote's (and skip's) answer brings the next subject; a volunteer who
+        # leaves gives back the one they were served but did not answer.
+        try:
+            self.label(browser, volunteer, rng, skipped)
+        finally:
+            if browser.pending is not None:
+                browser.json("POST", "/label/api/release/", {"source": browser.pending["id"], "leaving": "1"})
+
+    def label(self, browser: Browser, volunteer: int, rng, skipped: list[int]) -> None:
         for served in range(int(self.crowd.quotas[volunteer])):
             if self.stop.is_set():
                 return
-            query = urlencode([("exclude", s) for s in skipped[-20:]])
-            source = browser.json("GET", f"/label/api/next/?{query}")["source"]
+            if browser.pending is not None:
+                source, browser.pending = browser.pending, None
+            else:
+                query = urlencode([("exclude", s) for s in skipped[-20:]])
+                source = browser.json("GET", f"/label/api/next/?{query}")["source"]
             if source is None:
                 with self.tally.lock:
                     self.tally.nothing_served.append(self.tally.votes)
@@ -425,8 +442,9 @@ class Campaign:
                 truth, unclear = self.truth.label.get(source_id, 0), self.truth.ambiguous.get(source_id, False)
             answer = self.crowd.respond(volunteer, truth, unclear, rng)
             if answer is None:
-                browser.json("POST", "/label/api/skip/", {"source": source_id})
                 skipped.append(source_id)
+                form = [("source", source_id), *(("exclude", s) for s in skipped[-20:])]
+                browser.pending = browser.json("POST", "/label/api/skip/", form).get("next")
                 with self.tally.lock:
                     self.tally.skips += 1
                 continue
@@ -436,14 +454,17 @@ class Campaign:
             if status == 400 and b"already retired" in payload:
                 # Retired while this volunteer looked at it (the others' votes, or the machine):
                 # the click is lost, as it would be on the page, which then moves on.
+                browser.pending = json.loads(payload).get("next")
                 with self.tally.lock:
                     self.tally.lost_clicks += 1
                 continue
             if status != 200:
                 raise RuntimeError(f"POST /label/api/vote/ answered {status}: {payload[:200]!r}")
+            answered = json.loads(payload)
+            browser.pending = answered.get("next")
             with self.tally.lock:
                 self.exhausted = 0
-                self.tally.votes += bool(json.loads(payload).get("created"))
+                self.tally.votes += bool(answered.get("created"))
                 if self.tally.votes >= self.max_votes:
                     self.stop.set()
 

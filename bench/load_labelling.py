@@ -85,6 +85,13 @@ def prepare_database(url: str, n_sources: int, n_volunteers: int) -> list[str]:
         Cutout(source=s, pixels=pixels.tobytes(), thumbnail_png=png, checksum=f"{s.pk:064d}") for s in sources
     )
     sync_subjects(workflow)
+    # A ranking exists, as in a running campaign (the queue refresh writes priorities in (0, 1]).
+    from rgzlabel.labelling.models import Subject
+
+    subjects = list(Subject.objects.filter(workflow=workflow).only("id"))
+    for subject, priority in zip(subjects, rng.random(len(subjects)) + 1e-6, strict=True):
+        subject.priority = float(priority)
+    Subject.objects.bulk_update(subjects, ["priority"], batch_size=2000)
     keys = []
     User = get_user_model()
     for i in range(n_volunteers):

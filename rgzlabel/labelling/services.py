@@ -63,6 +63,10 @@ class VoteOutcome:
     created: bool  # False when this repeated an earlier submission (double click, retry)
     retired: bool = False
     gold: dict[str, Any] | None = None  # feedback when the subject was a gold-standard one
+    # The workflow as the vote's transaction read it, and the volunteer's profile it locked, so
+    # serving the next subject in the same request needs neither again.
+    workflow: Workflow | None = None
+    profile: VolunteerProfile | None = None
 
 
 # --- workflows and subjects ---------------------------------------------------------------------
@@ -176,7 +180,13 @@ def _serve_gold(volunteer: User, workflow: Workflow, exclude: list[int]) -> Subj
     return subject
 
 
-def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | None = None) -> Served | None:
+def next_subject(
+    volunteer: User,
+    workflow: Workflow,
+    *,
+    exclude: list[int] | None = None,
+    profile: VolunteerProfile | None = None,
+) -> Served | None:
     """The next subject for ``volunteer``: unseen, open, highest priority, with a free vote slot.
 
     A subject that needs k more votes is held by at most k (+ the workflow's redundancy)
@@ -188,7 +198,7 @@ def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | No
     not by id, so the first volunteers do not all label the same few sources.
     """
     exclude = exclude or []
-    if workflow.gold_rate_start > 0 and random.random() < gold_rate(profile_of(volunteer), workflow):
+    if workflow.gold_rate_start > 0 and random.random() < gold_rate(profile or profile_of(volunteer), workflow):
         gold = _serve_gold(volunteer, workflow, exclude)
         if gold is not None:
             hold(volunteer, gold, is_gold=True)
@@ -200,9 +210,14 @@ def next_subject(volunteer: User, workflow: Workflow, *, exclude: list[int] | No
         if served is not None:
             return served
     open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
-    ranked = open_subjects.filter(priority__gt=0).exists()
-    order = ("-priority", "vote_count", "id") if ranked else ("vote_count", "?")
-    return _claim(volunteer, workflow, open_subjects.order_by(*order), exclude)
+    # The ranked order first: when what it serves has a priority, a ranking exists and that
+    # was the right order, found without asking first (one statement fewer on the hot path).
+    served = _claim(volunteer, workflow, open_subjects.order_by("-priority", "vote_count", "id"), exclude)
+    if served is None or served.subject.priority > 0 or open_subjects.filter(priority__gt=0).exists():
+        return served
+    # No ranking yet: give the slot back and serve in a random order instead.
+    release(volunteer, served.subject.source_id, workflow)
+    return _claim(volunteer, workflow, open_subjects.order_by("vote_count", "?"), exclude)
 
 
 def _serve_exploration(volunteer: User, workflow: Workflow, exclude: list[int]) -> Served | None:
@@ -249,9 +264,9 @@ def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, 
                 .filter(load__lt=slots)
             )
             if skip_locked:
-                subject = candidates.select_for_update(skip_locked=True, of=("self",)).first()
+                subject = candidates.select_related("source").select_for_update(skip_locked=True, of=("self",)).first()
             else:
-                subject = _wait_for_first(candidates)
+                subject = _wait_for_first(candidates.select_related("source"))
             if subject is None and skip_locked and candidates.exists():
                 # Every candidate is locked by someone else's write (a queue refresh storing its
                 # ranking, another volunteer's claim): wait for one briefly rather than telling
@@ -260,17 +275,47 @@ def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, 
                 continue
             if subject is None:
                 return None
-            # The query above judged the load from a snapshot taken before it waited for
-            # the lock; count again now that we hold it, so a hold committed meanwhile counts.
-            holders = Assignment.objects.filter(subject=subject, expires_at__gt=now).exclude(volunteer=volunteer)
-            if subject.vote_count + holders.count() < slots:
+            # The query above judged the load from a snapshot taken before it held the lock;
+            # the hold counts again as it is written, so a hold committed meanwhile counts.
+            if _hold_if_free(volunteer, subject, slots, explore=explore, now=now):
                 if explore and not subject.explored:
                     Subject.objects.filter(pk=subject.pk).update(explored=True)
                     subject.explored = True
-                hold(volunteer, subject, is_gold=False, explore=explore)
                 return Served(subject, is_gold=False, explore=explore)
             rejected.append(subject.pk)
     return None
+
+
+def _table(model) -> str:
+    from django.db import connection
+
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _hold_if_free(volunteer: User, subject: Subject, slots: int, *, explore: bool, now) -> bool:
+    """Hold ``subject`` (locked by the caller) for ``volunteer`` if it still has a free vote slot.
+
+    One statement: the upsert of :func:`hold`, written only when the subject's votes plus the
+    other volunteers' current holds, counted by this statement's own snapshot, leave a slot.
+    """
+    from django.db import connection
+
+    adapt = connection.ops.adapt_datetimefield_value
+    assignments = _table(Assignment)
+    sql = (
+        f"INSERT INTO {assignments} (volunteer_id, subject_id, is_gold, explore, served_at, expires_at) "
+        "SELECT %s, %s, %s, %s, %s, %s WHERE %s + (SELECT COUNT(*) FROM "
+        f"{assignments} WHERE subject_id = %s AND expires_at > %s AND volunteer_id <> %s) < %s "
+        "ON CONFLICT (volunteer_id, subject_id) DO UPDATE SET expires_at = excluded.expires_at, "
+        "is_gold = excluded.is_gold, explore = excluded.explore, served_at = excluded.served_at"
+    )
+    params = [
+        volunteer.pk, subject.pk, False, explore, adapt(now), adapt(now + ASSIGNMENT_TTL),
+        subject.vote_count, subject.pk, adapt(now), volunteer.pk, slots,
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
 
 
 #: The longest a volunteer's request waits for a subject row another transaction holds (ms).
@@ -315,6 +360,26 @@ def release(volunteer: User, source_id: int, workflow: Workflow) -> None:
     Assignment.objects.filter(volunteer=volunteer, subject__workflow=workflow, subject__source_id=source_id).delete()
 
 
+#: A page the volunteer leaves gives back its subjects, but not one served again this recently:
+#: on a reload the new page may be served the same subject before the old page's release arrives.
+LEAVING_GRACE = timedelta(seconds=3)
+
+
+def release_many(volunteer: User, source_ids: list[int], workflow: Workflow, *, leaving: bool = False) -> int:
+    """Give back several served subjects at once (a page's unanswered queue); returns how many were held.
+
+    ``leaving``: the page is being closed or reloaded; holds renewed within :data:`LEAVING_GRACE`
+    belong to the page that replaced it and stay.
+    """
+    holds = Assignment.objects.filter(
+        volunteer=volunteer, subject__workflow=workflow, subject__source_id__in=source_ids
+    )
+    if leaving:
+        holds = holds.filter(served_at__lt=timezone.now() - LEAVING_GRACE)
+    deleted, _ = holds.delete()
+    return deleted
+
+
 # --- voting ---------------------------------------------------------------------------------------
 def _lock_volunteer(volunteer: User) -> VolunteerProfile:
     """Lock the volunteer's profile row for the rest of the transaction.
@@ -327,60 +392,110 @@ def _lock_volunteer(volunteer: User) -> VolunteerProfile:
     return profile
 
 
-def _within_rate(volunteer: User) -> bool:
-    limit = settings.RGZ_VOTES_PER_MINUTE
-    recent = Classification.objects.filter(volunteer=volunteer, created_at__gte=timezone.now() - timedelta(minutes=1))
-    return not limit or recent.count() < limit
-
-
-def record_classification(volunteer: User, source_id: int, label: str, workflow: Workflow) -> VoteOutcome:
+def record_classification(volunteer: User, source_id: int, label: str, workflow: Workflow | str) -> VoteOutcome:
     """Record one vote; count it, update consensus and retire the subject, all atomically.
 
     Only a subject served to the volunteer (held by a current :class:`Assignment`) takes
     their vote, so nobody can pick which sources to vote on. A repeated submission for the
     same source returns the vote already stored (answered as success), so two clicks or a
-    retried request never count twice.
+    retried request never count twice. ``workflow`` may be given by its slug: it is then read
+    with the subject, in the statement that locks it (the labelling API's hot path).
+
+    The common path is six statements: lock the volunteer's profile; lock the subject (with
+    its workflow); take the volunteer's hold, counting their votes of the last minute for the
+    rate limit in the same statement; insert the vote; read the subject's votes; write its
+    count, consensus and retirement.
     """
-    if label not in workflow.class_keys:
-        raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
-    if workflow.experts_only and not volunteer.is_staff:
-        raise VoteRejected(f"the {workflow.name} workflow is for experts")
+    if isinstance(workflow, Workflow):
+        if label not in workflow.class_keys:
+            raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
+        if workflow.experts_only and not volunteer.is_staff:
+            raise VoteRejected(f"the {workflow.name} workflow is for experts")
+    in_workflow = {"workflow_id": workflow.pk} if isinstance(workflow, Workflow) else {"workflow__slug": workflow}
     try:
         with transaction.atomic():
-            _lock_volunteer(volunteer)
+            profile = _lock_volunteer(volunteer)
             # Lock the subject: concurrent votes on it serialise here, so its count,
             # consensus and retirement are exact.
-            subject = Subject.objects.select_for_update().filter(workflow=workflow, source_id=source_id).first()
+            subject = (
+                Subject.objects.select_related("workflow")
+                .select_for_update(of=("self",))
+                .filter(source_id=source_id, **in_workflow)
+                .first()
+            )
             if subject is None:
-                raise VoteRejected(f"source {source_id} is not in the {workflow.name} workflow")
-            existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
-            if existing is not None:
-                return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
-            if not _within_rate(volunteer):
-                raise RateLimited(f"slow down: at most {settings.RGZ_VOTES_PER_MINUTE} votes a minute")
-            held = Assignment.objects.filter(volunteer=volunteer, subject=subject, expires_at__gt=timezone.now())
-            if not held.exists():
+                name = workflow.name if isinstance(workflow, Workflow) else workflow
+                raise VoteRejected(f"source {source_id} is not in the {name} workflow")
+            current = subject.workflow
+            if label not in current.class_keys:
+                raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(current.class_keys)}")
+            if current.experts_only and not volunteer.is_staff:
+                raise VoteRejected(f"the {current.name} workflow is for experts")
+            if subject.retired_at is not None and subject.retire_reason != "gold":
+                existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
+                if existing is not None:
+                    return _repeated(existing, current, profile)
+                raise VoteRejected(f"{_source_name(source_id)} is already retired: it has all the votes it needs")
+            taken = _take_hold(volunteer, subject)
+            if taken is None:
+                existing = Classification.objects.filter(volunteer=volunteer, source_id=source_id).first()
+                if existing is not None:
+                    return _repeated(existing, current, profile)
                 raise VoteRejected(
                     f"source {source_id} is not being shown to you (or was shown more than "
                     f"{ASSIGNMENT_TTL.seconds // 60} minutes ago); vote on the source the page serves you"
                 )
-            if subject.retired_at is not None:
-                if subject.retire_reason != "gold":
-                    raise VoteRejected(f"{subject.source.name} is already retired: it has all the votes it needs")
-                gold = GoldLabel.objects.get(workflow=workflow, source_id=source_id)
+            explored, recent = taken
+            limit = settings.RGZ_VOTES_PER_MINUTE
+            if limit and recent >= limit:
+                raise RateLimited(f"slow down: at most {limit} votes a minute")
+            if subject.retired_at is not None:  # a gold subject: answered for feedback
+                gold = GoldLabel.objects.get(workflow=current, source_id=source_id)
                 outcome = _record_gold(volunteer, subject, label, gold)
             else:
-                explored = Assignment.objects.filter(volunteer=volunteer, subject=subject, explore=True).exists()
                 classification = Classification.objects.create(
-                    volunteer=volunteer, source_id=source_id, workflow=workflow, label=label, explore=explored
+                    volunteer=volunteer, source_id=source_id, workflow=current, label=label, explore=explored
                 )
-                outcome = VoteOutcome(classification, created=True, retired=_count_vote(subject, workflow))
-            Assignment.objects.filter(volunteer=volunteer, subject=subject).delete()
+                outcome = VoteOutcome(classification, created=True, retired=_count_vote(subject, current))
     except IntegrityError:
         # The same volunteer's other request won the race; report its vote.
-        existing = Classification.objects.get(volunteer=volunteer, source_id=source_id)
-        return VoteOutcome(existing, created=False, gold=_gold_feedback(existing))
-    return outcome
+        existing = Classification.objects.select_related("workflow").get(volunteer=volunteer, source_id=source_id)
+        return _repeated(existing, existing.workflow, None)
+    return VoteOutcome(
+        outcome.classification, outcome.created, outcome.retired, outcome.gold, workflow=current, profile=profile
+    )
+
+
+def _source_name(source_id: int) -> str:
+    return Source.objects.filter(pk=source_id).values_list("name", flat=True).first() or f"source {source_id}"
+
+
+def _repeated(existing: Classification, workflow: Workflow, profile: VolunteerProfile | None) -> VoteOutcome:
+    """The answer to a repeated submission: the vote already stored."""
+    return VoteOutcome(existing, created=False, gold=_gold_feedback(existing), workflow=workflow, profile=profile)
+
+
+def _take_hold(volunteer: User, subject: Subject) -> tuple[bool, int] | None:
+    """Delete the volunteer's current hold on ``subject``; None when there is none.
+
+    Returns whether the hold came from random exploration, and how many votes the volunteer
+    cast in the last minute (for the rate limit), counted in the same statement. The caller
+    holds the volunteer's lock, so that count cannot change before the vote is inserted; a
+    refused vote rolls back and the hold stays.
+    """
+    from django.db import connection
+
+    adapt = connection.ops.adapt_datetimefield_value
+    now = timezone.now()
+    sql = (
+        f"DELETE FROM {_table(Assignment)} WHERE volunteer_id = %s AND subject_id = %s AND expires_at > %s "
+        f"RETURNING explore, (SELECT COUNT(*) FROM {_table(Classification)} "
+        "WHERE volunteer_id = %s AND created_at >= %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [volunteer.pk, subject.pk, adapt(now), volunteer.pk, adapt(now - timedelta(minutes=1))])
+        row = cursor.fetchone()
+    return None if row is None else (bool(row[0]), int(row[1]))
 
 
 def _record_gold(volunteer: User, subject: Subject, label: str, gold: GoldLabel) -> VoteOutcome:

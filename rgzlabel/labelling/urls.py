@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/vote/", views.api_vote, name="api-vote"),
     path("api/undo/", views.api_undo, name="api-undo"),
     path("api/skip/", views.api_skip, name="api-skip"),
+    path("api/release/", views.api_release, name="api-release"),
     path("api/flag/", views.api_flag, name="api-flag"),
     path("api/tutorial-seen/", views.api_tutorial_seen, name="api-tutorial-seen"),
 ]

@@ -168,30 +168,46 @@ def vote(request: HttpRequest) -> HttpResponse:
     return redirect("labelling:label")
 
 
+#: The most source ids a request may name in ``exclude`` (what the page already holds) or release.
+MAX_HELD_IDS = 20
+
+
+def _ids(values: list[str]) -> list[int]:
+    return [int(x) for x in values if x.isdigit()][:MAX_HELD_IDS]
+
+
+def _next_json(request: HttpRequest, workflow=None, profile=None) -> dict[str, Any] | None:
+    """The next subject for the requesting volunteer, as ``api/next`` answers it (``exclude``: ids
+    the page already holds, from the query string or the posted form)."""
+    exclude = _ids(request.POST.getlist("exclude") if request.method == "POST" else request.GET.getlist("exclude"))
+    served = services.next_subject(
+        volunteer_of(request), workflow or services.default_workflow(), exclude=exclude, profile=profile
+    )
+    return _source_json(served) if served is not None else None
+
+
 @require_GET
 @api_login_required
 def api_next(request: HttpRequest) -> JsonResponse:
-    exclude = [int(x) for x in request.GET.getlist("exclude") if x.isdigit()][:20]
-    served = services.next_subject(volunteer_of(request), services.default_workflow(), exclude=exclude)
-    if served is None:
-        return JsonResponse({"source": None})
-    return JsonResponse({"source": _source_json(served)})
+    return JsonResponse({"source": _next_json(request)})
 
 
 @require_POST
 @api_login_required
 def api_vote(request: HttpRequest) -> JsonResponse:
+    """Record a vote and answer with the next subject (``next``), so a classification is one round trip."""
     source_id = _source_id(request)
     if source_id is None:
         return JsonResponse({"error": "the vote named no source"}, status=400)
     try:
         outcome = services.record_classification(
-            volunteer_of(request), source_id, request.POST.get("label", ""), services.default_workflow()
+            volunteer_of(request), source_id, request.POST.get("label", ""), services.DEFAULT_WORKFLOW_SLUG
         )
     except services.RateLimited as exc:
         return JsonResponse({"error": str(exc)}, status=429)
     except services.VoteRejected as exc:
-        return JsonResponse({"error": str(exc)}, status=400)
+        # The page moves on from a source it cannot vote on (e.g. retired meanwhile): give it the next.
+        return JsonResponse({"error": str(exc), "next": _next_json(request)}, status=400)
     return JsonResponse(
         {
             "ok": True,
@@ -201,6 +217,7 @@ def api_vote(request: HttpRequest) -> JsonResponse:
             "gold_message": services.gold_message(outcome.gold) if outcome.gold else None,
             # The feedback is about this source, not the next one: the page shows its image beside it.
             "gold_source": _gold_source_json(outcome.classification) if outcome.gold else None,
+            "next": _next_json(request, outcome.workflow, outcome.profile),
         }
     )
 
@@ -274,11 +291,26 @@ def api_undo(request: HttpRequest) -> JsonResponse:
 @require_POST
 @api_login_required
 def api_skip(request: HttpRequest) -> JsonResponse:
+    """Give back the shown subject and answer with the next one (``next``, as after a vote)."""
     source_id = _source_id(request)
     if source_id is None:
         return JsonResponse({"error": "the skip named no source"}, status=400)
-    services.release(volunteer_of(request), source_id, services.default_workflow())
-    return JsonResponse({"ok": True})
+    workflow = services.default_workflow()
+    services.release(volunteer_of(request), source_id, workflow)
+    return JsonResponse({"ok": True, "next": _next_json(request, workflow)})
+
+
+@require_POST
+@api_login_required
+def api_release(request: HttpRequest) -> JsonResponse:
+    """Give back subjects the page held but will not show (its prefetched queue, when the volunteer
+    leaves the page or undoes a vote), so their vote slots free at once, not at the hold's timeout."""
+    source_ids = _ids(request.POST.getlist("source"))
+    if not source_ids:
+        return JsonResponse({"error": "source: the release named no source"}, status=400)
+    leaving = request.POST.get("leaving") == "1"  # sent as the page closes or reloads
+    released = services.release_many(volunteer_of(request), source_ids, services.default_workflow(), leaving=leaving)
+    return JsonResponse({"ok": True, "released": released})
 
 
 @require_POST

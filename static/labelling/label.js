@@ -1,5 +1,9 @@
-// The labelling page: vote without page loads, preload the next image, keyboard, undo, skip,
-// zoom / contrast (the server's astropy stretches), first-visit tutorial (a modal dialog).
+// The labelling page: vote without page loads, keyboard, undo, skip, zoom / contrast (the
+// server's astropy stretches), first-visit tutorial (a modal dialog). One request per
+// classification: the vote's answer carries the next subject, and the page keeps a small queue
+// of subjects held for it (images preloaded), so the next image is up as soon as the vote is
+// stored. Subjects the page will not show (when the volunteer leaves, or an undo pushes the
+// queue past its size) are given back at once rather than held until their timeout.
 // Single-key shortcuts can be turned off (WCAG 2.1.4); the choice is kept in localStorage.
 // Without JavaScript the form still posts and reloads.
 (() => {
@@ -15,7 +19,8 @@
   const undoWindowMs = Number(root.dataset.undoWindow) * 1000;
   const sourceData = $("current-source");
   let current = sourceData ? JSON.parse(sourceData.textContent) : null;
-  let preloaded = null; // the next source, its image already requested
+  const QUEUE_SIZE = 3; // subjects held ahead of the one shown
+  const queue = []; // the next sources, their images already requested
   let busy = false;
   let undoTimer = null;
   const stretchButton = $("stretch");
@@ -83,24 +88,50 @@
     setZoom(1);
   }
 
-  async function preload() {
-    const params = new URLSearchParams();
-    if (current) params.append("exclude", current.id);
-    try {
-      const response = await fetch(`${root.dataset.next}?${params}`, { credentials: "same-origin" });
-      if (!response.ok) return;
-      preloaded = (await response.json()).source;
-      if (preloaded) new Image().src = thumbnailUrl(preloaded); // warm the browser cache
-    } catch (error) {
-      preloaded = null;
-    }
+  // Ids the page holds: the server serves none of them again as `next`.
+  const held = () => [current, ...queue].filter(Boolean).map((source) => source.id);
+
+  function enqueue(source) {
+    if (!source || held().includes(source.id)) return;
+    queue.push(source);
+    new Image().src = thumbnailUrl(source); // warm the browser cache
   }
 
-  async function advance() {
-    if (preloaded === null) await preload();
-    show(preloaded);
-    preloaded = null;
-    if (current) preload();
+  // Give back what the page holds beyond its queue (after an undo put a subject in front).
+  function trimQueue() {
+    const extra = queue.splice(QUEUE_SIZE);
+    if (extra.length) post(root.dataset.release, extra.map((source) => ["source", source.id]));
+  }
+
+  // Top the queue up to its size with `next` requests (on load, and when an answer had none).
+  let filling = null;
+  function fill() {
+    if (filling) return filling;
+    filling = (async () => {
+      try {
+        while (queue.length < QUEUE_SIZE) {
+          const params = new URLSearchParams(held().map((id) => ["exclude", id]));
+          const response = await fetch(`${root.dataset.next}?${params}`, { credentials: "same-origin" });
+          if (!response.ok) return;
+          const source = (await response.json()).source;
+          if (!source || held().includes(source.id)) return; // nothing more to hold
+          enqueue(source);
+        }
+      } catch (error) {
+        /* offline for now: the queue fills on the next answer */
+      } finally {
+        filling = null;
+      }
+    })();
+    return filling;
+  }
+
+  // Show the next queued subject; `next`: the one the last answer brought (joins the queue's end).
+  async function advance(next) {
+    if (next !== undefined) enqueue(next);
+    if (!queue.length) await fill();
+    show(queue.shift() || null);
+    if (queue.length < QUEUE_SIZE && next === undefined) fill();
   }
 
   function setBusy(value) {
@@ -112,18 +143,20 @@
     if (busy || !current) return;
     setBusy(true);
     try {
-      const response = await post(root.dataset.vote, { source: current.id, label });
+      const response = await post(root.dataset.vote, [
+        ["source", current.id], ["label", label], ...queue.map((source) => ["exclude", source.id]),
+      ]);
       const body = await response.json();
       if (!response.ok) {
         say(body.error || "That vote could not be recorded.", "error");
-        if (response.status === 400) await advance(); // e.g. retired meanwhile: move on
+        if (response.status === 400) await advance(body.next); // e.g. retired meanwhile: move on
         return;
       }
       if (body.created) $("votes-cast").textContent = Number($("votes-cast").textContent) + 1;
       if (body.gold) say(body.gold_message, body.gold.correct ? "gold-right" : "gold-wrong", body.gold_source);
       else say("");
       armUndo();
-      await advance();
+      await advance(body.next);
     } catch (error) {
       say("Connection problem: your vote was not sent. Try again.", "error");
     } finally {
@@ -146,11 +179,11 @@
       if (!response.ok) { say(body.error, "error"); return; }
       undoButton.disabled = true;
       $("votes-cast").textContent = Math.max(0, Number($("votes-cast").textContent) - 1);
-      if (current) post(root.dataset.skip, { source: current.id }); // give the slot back
-      preloaded = null;
+      // The shown subject goes back to the front of the queue (still held); the queue keeps its size.
+      if (current) queue.unshift(current);
+      trimQueue();
       show(body.source);
       say("Vote undone: answer again.");
-      preload();
     } finally {
       setBusy(false);
     }
@@ -158,10 +191,30 @@
 
   async function skip() {
     if (busy || !current) return;
-    post(root.dataset.skip, { source: current.id });
+    const skipped = current;
     say("");
-    await advance();
+    const answer = post(root.dataset.skip, [["source", skipped.id], ...held().map((id) => ["exclude", id])]);
+    if (queue.length) {
+      show(queue.shift()); // no waiting: the next image is already here
+      answer.then((response) => response.json()).then((body) => enqueue(body.next)).catch(() => fill());
+      return;
+    }
+    try {
+      await advance((await (await answer).json()).next);
+    } catch (error) {
+      await advance();
+    }
   }
+
+  // Leaving the page: give back every subject it held but the volunteer did not answer.
+  window.addEventListener("pagehide", () => {
+    const ids = held();
+    if (!ids.length) return;
+    const form = new URLSearchParams(ids.map((id) => ["source", id]));
+    form.append("leaving", "1");
+    form.append("csrfmiddlewaretoken", root.dataset.csrf);
+    navigator.sendBeacon(root.dataset.release, form);
+  });
 
   function setZoom(value) {
     zoom = value;
@@ -173,7 +226,7 @@
     stretch = (stretch + 1) % stretches.length;
     stretchButton.textContent = `Contrast: ${stretches[stretch]}`;
     if (current) image.src = thumbnailUrl(current);
-    if (preloaded) new Image().src = thumbnailUrl(preloaded); // warm the next one in this stretch too
+    queue.forEach((source) => (new Image().src = thumbnailUrl(source))); // warm the queue in this stretch too
   }
 
   // Single-key shortcuts: on unless turned off; never while typing in a field.
@@ -278,6 +331,6 @@
   $("tutorial-open").addEventListener("click", () => openTutorial(false));
 
   show(current);
-  if (current) preload();
+  if (current) fill();
   if (root.dataset.firstVisit === "1") openTutorial(true);
 })();

@@ -100,3 +100,61 @@ def test_the_labelling_page_works_on_a_phone(live_server, browser, screenshot, m
     screenshot(page, "phone")
     assert Classification.objects.filter(volunteer=volunteer).count() == 1
     context.close()
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    """Poll the database until ``condition()`` holds (the page's requests run in the live server)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for the page's requests"
+        time.sleep(0.05)
+
+
+def test_the_page_prefetches_a_queue_and_gives_back_what_it_will_not_show(
+    live_server, browser, make_source, volunteer, client, monkeypatch
+):
+    """One request per vote; undo and skip keep the queue at its size and release the rest; leaving
+    the page releases everything it held, at once rather than at the holds' timeout."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from rgzlabel.labelling import services
+    from rgzlabel.labelling.models import Assignment
+
+    monkeypatch.setattr(services, "LEAVING_GRACE", timedelta(0))  # no reload races in this test
+    for _ in range(10):
+        make_source()
+    services.profile_of(volunteer)
+    VolunteerProfile.objects.filter(user=volunteer).update(tutorial_seen_at=timezone.now())
+    client.force_login(volunteer)
+    context = browser.new_context()
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    held = Assignment.objects.filter(volunteer=volunteer)
+    page.goto(f"{live_server.url}/label/")
+    wait_until(lambda: held.count() == 4)  # the shown subject and a queue of three
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url) if "/label/api/" in request.url else None)
+
+    for key in ["1", "2", "1"]:
+        press_and_wait_for_next(page, key)
+    assert len(requests) == 3 and all(url.endswith("/label/api/vote/") for url in requests)
+    assert Classification.objects.filter(volunteer=volunteer).count() == 3
+    wait_until(lambda: held.count() == 4)
+
+    last = Classification.objects.filter(volunteer=volunteer).latest("created_at")
+    page.keyboard.press("ArrowLeft")
+    page.wait_for_function("(id) => document.querySelector('#source-id').value === id", arg=str(last.source_id))
+    wait_until(lambda: held.count() == 4)  # the undone subject in front, the queue trimmed back to three
+
+    skipped = int(current_source(page))
+    press_and_wait_for_next(page, "ArrowRight")
+    wait_until(lambda: not held.filter(subject__source_id=skipped).exists() and held.count() == 4)
+
+    page.goto(f"{live_server.url}/label/me/")  # leaving the page
+    wait_until(lambda: held.count() == 0)
+    assert Classification.objects.filter(volunteer=volunteer).count() == 2
+    context.close()

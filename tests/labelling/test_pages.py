@@ -7,7 +7,7 @@ from django.core import mail
 from django.test import Client
 from django.urls import reverse
 
-from rgzlabel.labelling.models import Classification, VolunteerProfile
+from rgzlabel.labelling.models import Assignment, Classification, VolunteerProfile
 from tests.voting import serve
 
 pytestmark = pytest.mark.django_db
@@ -119,7 +119,9 @@ def test_undo_and_skip_through_the_api(client, volunteer, make_source, workflow)
     assert undone["source"]["id"] == first.pk
     assert not Classification.objects.exists()
     assert client.post(reverse("labelling:api-undo")).status_code == 409  # nothing left to undo
-    assert client.post(reverse("labelling:api-skip"), {"source": first.pk}).json() == {"ok": True}
+    skipped = client.post(reverse("labelling:api-skip"), {"source": first.pk, "exclude": first.pk}).json()
+    assert skipped["ok"] and skipped["next"]["id"] == second.pk  # the skip answers with the next subject
+    assert not Assignment.objects.filter(subject__source=first).exists()  # and gave the skipped one back
     assert client.get(reverse("labelling:api-next"), {"exclude": first.pk}).json()["source"]["id"] == second.pk
 
 
