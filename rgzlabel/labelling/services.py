@@ -18,8 +18,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, IntegerField, OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import F
 from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
@@ -209,15 +208,15 @@ def next_subject(
         served = _serve_exploration(volunteer, workflow, exclude)
         if served is not None:
             return served
-    open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
     # The ranked order first: when what it serves has a priority, a ranking exists and that
     # was the right order, found without asking first (one statement fewer on the hot path).
-    served = _claim(volunteer, workflow, open_subjects.order_by("-priority", "vote_count", "id"), exclude)
+    served = _claim(volunteer, workflow, RANKED, exclude)
+    open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
     if served is None or served.subject.priority > 0 or open_subjects.filter(priority__gt=0).exists():
         return served
     # No ranking yet: give the slot back and serve in a random order instead.
     release(volunteer, served.subject.source_id, workflow)
-    return _claim(volunteer, workflow, open_subjects.order_by("vote_count", "?"), exclude)
+    return _claim(volunteer, workflow, UNRANKED, exclude)
 
 
 def _serve_exploration(volunteer: User, workflow: Workflow, exclude: list[int]) -> Served | None:
@@ -227,12 +226,11 @@ def _serve_exploration(volunteer: User, workflow: Workflow, exclude: list[int]) 
     otherwise the first open subject at or after a uniform draw of the random key (wrapping
     round), so which subjects are explored does not depend on what they look like.
     """
-    open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
     draw = random.random()
     for candidates in (
-        open_subjects.filter(explored=True).order_by("-vote_count", "explore_key"),
-        open_subjects.filter(explore_key__gte=draw).order_by("explore_key"),
-        open_subjects.filter(explore_key__lt=draw).order_by("explore_key"),
+        Candidates("s.explored = %s", [True], "s.vote_count DESC, s.explore_key"),
+        Candidates("s.explore_key >= %s", [draw], "s.explore_key"),
+        Candidates("s.explore_key < %s", [draw], "s.explore_key"),
     ):
         served = _claim(volunteer, workflow, candidates, exclude, explore=True)
         if served is not None:
@@ -240,34 +238,40 @@ def _serve_exploration(volunteer: User, workflow: Workflow, exclude: list[int]) 
     return None
 
 
-def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, explore: bool = False) -> Served | None:
-    """Hold the first subject of ``ordered`` the volunteer has not seen and that has a free vote slot."""
+@dataclass(frozen=True)
+class Candidates:
+    """Which open subjects of a workflow may be served, and in what order (SQL over ``s``, the subject)."""
+
+    where: str = ""
+    params: list[Any] = field(default_factory=list)
+    order: str = "s.id"
+
+
+#: The queue's orders: by the stored ranking (the partial index), and at random before one exists.
+RANKED = Candidates(order="s.priority DESC, s.vote_count ASC, s.id ASC")
+UNRANKED = Candidates(order="s.vote_count ASC, RANDOM()")
+#: The source columns the labelling page shows (the rest of a served source loads on demand).
+SERVED_SOURCE_FIELDS = ("name", "ra_deg", "dec_deg", "angular_size_arcsec")
+
+
+def _claim(
+    volunteer: User, workflow: Workflow, candidates: Candidates, exclude: list[int], *, explore: bool = False
+) -> Served | None:
+    """Hold the first of ``candidates`` the volunteer has not seen and that has a free vote slot.
+
+    The hot path of serving, in two statements: one query finds and locks the subject (with the
+    source columns the page shows), one upsert holds it (:func:`_hold_if_free`). The query is
+    written as SQL because building it with the ORM cost more CPU than the rest of the request.
+    """
     now = timezone.now()
-    held = (
-        Assignment.objects.filter(subject=OuterRef("pk"), expires_at__gt=now)
-        .exclude(volunteer=volunteer)
-        .order_by()
-        .values("subject")
-        .annotate(n=Count("*"))
-        .values("n")
-    )
     slots = workflow.retire_after + workflow.redundancy
     rejected: list[int] = []
     skip_locked = True
     for _ in range(5):
         with transaction.atomic():
-            candidates = (
-                ordered.exclude(source__classifications__volunteer=volunteer)
-                .exclude(source_id__in=exclude)
-                .exclude(pk__in=rejected)
-                .annotate(load=F("vote_count") + Coalesce(Subquery(held, output_field=IntegerField()), Value(0)))
-                .filter(load__lt=slots)
-            )
-            if skip_locked:
-                subject = candidates.select_related("source").select_for_update(skip_locked=True, of=("self",)).first()
-            else:
-                subject = _wait_for_first(candidates.select_related("source"))
-            if subject is None and skip_locked and candidates.exists():
+            sql, params = _candidates_sql(volunteer, workflow, candidates, [*exclude], rejected, slots, now)
+            subject = _first_locked(sql, params, skip_locked=True) if skip_locked else _wait_for_first(sql, params)
+            if subject is None and skip_locked and _any(sql, params):
                 # Every candidate is locked by someone else's write (a queue refresh storing its
                 # ranking, another volunteer's claim): wait for one briefly rather than telling
                 # the volunteer there is nothing to label.
@@ -284,6 +288,95 @@ def _claim(volunteer: User, workflow: Workflow, ordered, exclude: list[int], *, 
                 return Served(subject, is_gold=False, explore=explore)
             rejected.append(subject.pk)
     return None
+
+
+def _candidates_sql(
+    volunteer: User,
+    workflow: Workflow,
+    candidates: Candidates,
+    exclude: list[int],
+    rejected: list[int],
+    slots: int,
+    now,
+) -> tuple[str, list[Any]]:
+    """The query of :func:`_claim`: open subjects the volunteer has not voted on, not excluded or
+    rejected, whose votes plus other volunteers' current holds leave a slot, first first."""
+    from django.db import connection
+
+    adapt = connection.ops.adapt_datetimefield_value
+    subjects, sources = _table(Subject), _table(Source)
+    columns = ", ".join(f"s.{f.column}" for f in Subject._meta.concrete_fields)
+    shown = ", ".join(f"src.{name} AS source_{name}" for name in SERVED_SOURCE_FIELDS)  # columns named as fields
+    where = [
+        "s.workflow_id = %s",
+        "s.retired_at IS NULL",
+        f"NOT EXISTS (SELECT 1 FROM {_table(Classification)} c "
+        "WHERE c.volunteer_id = %s AND c.source_id = s.source_id)",
+        f"s.vote_count + (SELECT COUNT(*) FROM {_table(Assignment)} a "
+        "WHERE a.subject_id = s.id AND a.expires_at > %s AND a.volunteer_id <> %s) < %s",
+    ]
+    params: list[Any] = [workflow.pk, volunteer.pk, adapt(now), volunteer.pk, slots]
+    if candidates.where:
+        where.append(candidates.where)
+        params += candidates.params
+    for column, ids in (("s.source_id", exclude), ("s.id", rejected)):
+        if ids:
+            where.append(f"{column} NOT IN ({', '.join(['%s'] * len(ids))})")
+            params += ids
+    sql = (
+        f"SELECT {columns}, {shown} FROM {subjects} s JOIN {sources} src ON src.id = s.source_id "
+        f"WHERE {' AND '.join(where)} ORDER BY {candidates.order} LIMIT 1"
+    )
+    return sql, params
+
+
+def _first_locked(sql: str, params: list[Any], *, skip_locked: bool) -> Subject | None:
+    """The subject the candidates query finds, its row locked (``FOR UPDATE``, skipping rows others
+    hold when ``skip_locked``; SQLite locks the whole database instead), its source attached."""
+    from django.db import connection
+
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE OF s" + (" SKIP LOCKED" if skip_locked else "")
+    found = next(iter(Subject.objects.raw(sql, params)), None)
+    if found is None:
+        return None
+    values = [found.source_id, *(getattr(found, f"source_{name}") for name in SERVED_SOURCE_FIELDS)]
+    found.source = Source.from_db(connection.alias, ["id", *SERVED_SOURCE_FIELDS], values)
+    return found
+
+
+def _any(sql: str, params: list[Any]) -> bool:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS ({sql})", params)
+        return bool(cursor.fetchone()[0])
+
+
+#: The longest a volunteer's request waits for a subject row another transaction holds (ms).
+CLAIM_LOCK_WAIT_MS = 2000
+
+
+def _wait_for_first(sql: str, params: list[Any]) -> Subject | None:
+    """Lock the first candidate, waiting at most CLAIM_LOCK_WAIT_MS for it (None after that).
+
+    Runs inside the caller's transaction. On SQLite, which locks the whole database rather than
+    rows, the query simply runs.
+    """
+    from django.db import OperationalError, connection
+
+    if connection.vendor != "postgresql":
+        return _first_locked(sql, params, skip_locked=False)
+    try:
+        with transaction.atomic():  # a savepoint: a lock timeout rolls back only this attempt
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{int(CLAIM_LOCK_WAIT_MS)}ms'")
+            subject = _first_locked(sql, params, skip_locked=False)
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = DEFAULT")
+            return subject
+    except OperationalError:
+        return None
 
 
 def _table(model) -> str:
@@ -316,32 +409,6 @@ def _hold_if_free(volunteer: User, subject: Subject, slots: int, *, explore: boo
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount == 1
-
-
-#: The longest a volunteer's request waits for a subject row another transaction holds (ms).
-CLAIM_LOCK_WAIT_MS = 2000
-
-
-def _wait_for_first(candidates) -> Subject | None:
-    """Lock the first of ``candidates``, waiting at most CLAIM_LOCK_WAIT_MS for it (None after that).
-
-    Runs inside the caller's transaction. On SQLite, which locks the whole database rather than
-    rows, the query simply runs.
-    """
-    from django.db import OperationalError, connection
-
-    if connection.vendor != "postgresql":
-        return candidates.select_for_update(of=("self",)).first()
-    try:
-        with transaction.atomic():  # a savepoint: a lock timeout rolls back only this attempt
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL lock_timeout = '{int(CLAIM_LOCK_WAIT_MS)}ms'")
-            subject = candidates.select_for_update(of=("self",)).first()
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL lock_timeout = DEFAULT")
-            return subject
-    except OperationalError:
-        return None
 
 
 def hold(volunteer: User, subject: Subject, *, is_gold: bool, explore: bool = False) -> None:
