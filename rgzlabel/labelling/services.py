@@ -22,6 +22,7 @@ from django.db.models import F, JSONField
 from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
+from rgzlabel.labelling import rows
 from rgzlabel.labelling.models import (
     Assignment,
     Classification,
@@ -251,7 +252,7 @@ class Candidates:
 RANKED = Candidates(order="s.priority DESC, s.vote_count ASC, s.id ASC")
 UNRANKED = Candidates(order="s.vote_count ASC, RANDOM()")
 #: The source columns the labelling page shows (the rest of a served source loads on demand).
-SERVED_SOURCE_FIELDS = ("name", "ra_deg", "dec_deg", "angular_size_arcsec")
+SERVED_SOURCE_FIELDS = ("id", "name", "ra_deg", "dec_deg", "angular_size_arcsec")
 
 
 def _claim(
@@ -304,15 +305,13 @@ def _candidates_sql(
     from django.db import connection
 
     adapt = connection.ops.adapt_datetimefield_value
-    subjects, sources = _table(Subject), _table(Source)
-    columns = ", ".join(f"s.{f.column}" for f in Subject._meta.concrete_fields)
-    shown = ", ".join(f"src.{name} AS source_{name}" for name in SERVED_SOURCE_FIELDS)  # columns named as fields
+    subjects, sources = rows.table(Subject), rows.table(Source)
     where = [
         "s.workflow_id = %s",
         "s.retired_at IS NULL",
-        f"NOT EXISTS (SELECT 1 FROM {_table(Classification)} c "
+        f"NOT EXISTS (SELECT 1 FROM {rows.table(Classification)} c "
         "WHERE c.volunteer_id = %s AND c.source_id = s.source_id)",
-        f"s.vote_count + (SELECT COUNT(*) FROM {_table(Assignment)} a "
+        f"s.vote_count + (SELECT COUNT(*) FROM {rows.table(Assignment)} a "
         "WHERE a.subject_id = s.id AND a.expires_at > %s AND a.volunteer_id <> %s) < %s",
     ]
     params: list[Any] = [workflow.pk, volunteer.pk, adapt(now), volunteer.pk, slots]
@@ -324,7 +323,8 @@ def _candidates_sql(
             where.append(f"{column} NOT IN ({', '.join(['%s'] * len(ids))})")
             params += ids
     sql = (
-        f"SELECT {columns}, {shown} FROM {subjects} s JOIN {sources} src ON src.id = s.source_id "
+        f"SELECT {rows.columns('s', Subject)}, {rows.columns('src', Source, SERVED_SOURCE_FIELDS)} "
+        f"FROM {subjects} s JOIN {sources} src ON src.id = s.source_id "
         f"WHERE {' AND '.join(where)} ORDER BY {candidates.order} LIMIT 1"
     )
     return sql, params
@@ -337,12 +337,12 @@ def _first_locked(sql: str, params: list[Any], *, skip_locked: bool) -> Subject 
 
     if connection.features.has_select_for_update:
         sql += " FOR UPDATE OF s" + (" SKIP LOCKED" if skip_locked else "")
-    found = next(iter(Subject.objects.raw(sql, params)), None)
+    found = rows.first_row(sql, params, (Subject, None), (Source, SERVED_SOURCE_FIELDS))
     if found is None:
         return None
-    values = [found.source_id, *(getattr(found, f"source_{name}") for name in SERVED_SOURCE_FIELDS)]
-    found.source = Source.from_db(connection.alias, ["id", *SERVED_SOURCE_FIELDS], values)
-    return found
+    subject, source = found
+    subject.source = source
+    return subject
 
 
 def _any(sql: str, params: list[Any]) -> bool:
@@ -379,12 +379,6 @@ def _wait_for_first(sql: str, params: list[Any]) -> Subject | None:
         return None
 
 
-def _table(model) -> str:
-    from django.db import connection
-
-    return connection.ops.quote_name(model._meta.db_table)
-
-
 def _hold_if_free(volunteer: User, subject: Subject, slots: int, *, explore: bool, now) -> bool:
     """Hold ``subject`` (locked by the caller) for ``volunteer`` if it still has a free vote slot.
 
@@ -394,7 +388,7 @@ def _hold_if_free(volunteer: User, subject: Subject, slots: int, *, explore: boo
     from django.db import connection
 
     adapt = connection.ops.adapt_datetimefield_value
-    assignments = _table(Assignment)
+    assignments = rows.table(Assignment)
     sql = (
         f"INSERT INTO {assignments} (volunteer_id, subject_id, is_gold, explore, served_at, expires_at) "
         "SELECT %s, %s, %s, %s, %s, %s WHERE %s + (SELECT COUNT(*) FROM "
@@ -457,13 +451,15 @@ def _lock_volunteer(volunteer: User) -> VolunteerProfile:
     """
     from django.db import connection
 
-    sql = f"SELECT id, user_id, gold_answered, gold_correct FROM {_table(VolunteerProfile)} WHERE user_id = %s"
+    fields = ("id", "user", "gold_answered", "gold_correct")
+    sql = f"SELECT {rows.columns('p', VolunteerProfile, fields)} FROM {rows.table(VolunteerProfile)} p "
+    sql += "WHERE p.user_id = %s"
     if connection.features.has_select_for_update:
         sql += " FOR UPDATE"
     # As SQL, the common case costs one short statement to build; a new volunteer's profile is made.
-    found = next(iter(VolunteerProfile.objects.raw(sql, [volunteer.pk])), None)
+    found = rows.first_row(sql, [volunteer.pk], (VolunteerProfile, fields))
     if found is not None:
-        return found
+        return found[0]
     profile, _ = VolunteerProfile.objects.select_for_update().get_or_create(user=volunteer)
     return profile
 
@@ -487,18 +483,12 @@ def record_classification(volunteer: User, source_id: int, label: str, workflow:
             raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
         if workflow.experts_only and not volunteer.is_staff:
             raise VoteRejected(f"the {workflow.name} workflow is for experts")
-    in_workflow = {"workflow_id": workflow.pk} if isinstance(workflow, Workflow) else {"workflow__slug": workflow}
     try:
         with transaction.atomic():
             profile = _lock_volunteer(volunteer)
             # Lock the subject: concurrent votes on it serialise here, so its count,
             # consensus and retirement are exact.
-            subject = (
-                Subject.objects.select_related("workflow")
-                .select_for_update(of=("self",))
-                .filter(source_id=source_id, **in_workflow)
-                .first()
-            )
+            subject = _lock_subject(source_id, workflow)
             if subject is None:
                 name = workflow.name if isinstance(workflow, Workflow) else workflow
                 raise VoteRejected(f"source {source_id} is not in the {name} workflow")
@@ -542,6 +532,27 @@ def record_classification(volunteer: User, source_id: int, label: str, workflow:
     )
 
 
+def _lock_subject(source_id: int, workflow: Workflow | str) -> Subject | None:
+    """Lock the subject of ``source_id`` in ``workflow`` (an instance or a slug); its workflow read
+    in the same statement, fresh. Concurrent votes on the subject wait here, one at a time."""
+    from django.db import connection
+
+    sql = (
+        f"SELECT {rows.columns('s', Subject)}, {rows.columns('w', Workflow)} FROM {rows.table(Subject)} s "
+        f"JOIN {rows.table(Workflow)} w ON w.id = s.workflow_id WHERE s.source_id = %s AND "
+        + ("w.id = %s" if isinstance(workflow, Workflow) else "w.slug = %s")
+    )
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE OF s"
+    key = workflow.pk if isinstance(workflow, Workflow) else workflow
+    found = rows.first_row(sql, [source_id, key], (Subject, None), (Workflow, None))
+    if found is None:
+        return None
+    subject, current = found
+    subject.workflow = current
+    return subject
+
+
 def _source_name(source_id: int) -> str:
     return Source.objects.filter(pk=source_id).values_list("name", flat=True).first() or f"source {source_id}"
 
@@ -564,8 +575,8 @@ def _take_hold(volunteer: User, subject: Subject) -> tuple[bool, int] | None:
     adapt = connection.ops.adapt_datetimefield_value
     now = timezone.now()
     sql = (
-        f"DELETE FROM {_table(Assignment)} WHERE volunteer_id = %s AND subject_id = %s AND expires_at > %s "
-        f"RETURNING explore, (SELECT COUNT(*) FROM {_table(Classification)} "
+        f"DELETE FROM {rows.table(Assignment)} WHERE volunteer_id = %s AND subject_id = %s AND expires_at > %s "
+        f"RETURNING explore, (SELECT COUNT(*) FROM {rows.table(Classification)} "
         "WHERE volunteer_id = %s AND created_at >= %s)"
     )
     with connection.cursor() as cursor:
@@ -640,16 +651,16 @@ def _votes_on(workflow: Workflow, source_id: int) -> list[tuple[str, dict | None
     from django.db import connection
 
     sql = (
-        f"SELECT c.label, p.confusion FROM {_table(Classification)} c "
-        f"LEFT JOIN {_table(VolunteerProfile)} p ON p.user_id = c.volunteer_id "
+        f"SELECT c.label, p.confusion FROM {rows.table(Classification)} c "
+        f"LEFT JOIN {rows.table(VolunteerProfile)} p ON p.user_id = c.volunteer_id "
         "WHERE c.workflow_id = %s AND c.source_id = %s ORDER BY c.created_at, c.id"
     )
     field = VolunteerProfile._meta.get_field("confusion")
     assert isinstance(field, JSONField)
     with connection.cursor() as cursor:
         cursor.execute(sql, [workflow.pk, source_id])
-        rows = cursor.fetchall()
-    return [(label, field.from_db_value(confusion, field.cached_col, connection)) for label, confusion in rows]
+        found = cursor.fetchall()
+    return [(label, field.from_db_value(confusion, field.cached_col, connection)) for label, confusion in found]
 
 
 def retirement_reason(workflow: Workflow, labels: list[str]) -> str:

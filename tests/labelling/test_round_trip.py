@@ -19,6 +19,8 @@ from rgzlabel.labelling.models import Assignment, Classification, Subject
 from rgzlabel.labelling.services import DEFAULT_WORKFLOW_SLUG, next_subject, profile_of, record_classification
 from tests.voting import serve
 
+pytestmark = pytest.mark.django_db
+
 #: Statements of one vote in the service (lock the volunteer; lock the subject with its workflow;
 #: take the hold and count the last minute's votes; insert; read the subject's votes; write it).
 VOTE_STATEMENTS = 6
