@@ -191,6 +191,26 @@ else:
     for _folder in ("queue", "processed", "results", "control"):
         (BROKER_FOLDER / _folder).mkdir(parents=True, exist_ok=True)
 
+# Sessions: with Redis, Django's cached_db engine reads them from Redis (one database round trip
+# fewer per request) and keeps the database as the record; see rgzlabel/sessions.py. Without it,
+# from the database.
+_session_redis = env_str("RGZ_SESSION_CACHE_URL") or env_str("REDIS_URL")
+if _session_redis:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "sessions": {
+            "BACKEND": "rgzlabel.sessions.SessionCache",
+            "LOCATION": redis_url(
+                "RGZ_SESSION_CACHE_URL" if env_str("RGZ_SESSION_CACHE_URL") else "REDIS_URL", _session_redis
+            ),
+            "TIMEOUT": env_int("RGZ_SESSION_CACHE_S", 300, minimum=1),
+            "KEY_PREFIX": "rgzlabel",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        },
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+    SESSION_CACHE_ALIAS = "sessions"
+
 CELERY_TASK_ALWAYS_EAGER = False  # jobs always run in a worker process
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
