@@ -1,11 +1,10 @@
 """gunicorn's settings for rgzlabel (read from the working directory; command-line flags override).
 
-Measured on two cores with PostgreSQL and the load generator on the same machine
-(docs/benchmarks.md, "Labelling load"): synchronous workers, two per core, one thread each,
-served the most classifications per second with the lowest p95. Threads (gthread) kept
-connections alive but queued requests behind one another in a process (p95 twice as long),
-and more processes than two per core only added memory. The app is stateless, so more
-machines behind a load balancer scale the same way.
+Measured on two cores shared with PostgreSQL and the load generator (docs/benchmarks.md,
+"Labelling load"): one, two or four synchronous workers per core served the same throughput
+within noise; threads (gthread) queued requests behind one another in a process and doubled
+p95. Two synchronous workers per core leave a core something to run while a request waits on
+the database. The app is stateless, so more machines behind a load balancer scale the same way.
 """
 
 import multiprocessing
