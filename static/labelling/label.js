@@ -144,7 +144,7 @@
     setBusy(true);
     try {
       const response = await post(root.dataset.vote, [
-        ["source", current.id], ["label", label], ...queue.map((source) => ["exclude", source.id]),
+        ["source", current.id], ["label", label], ...held().map((id) => ["exclude", id]),
       ]);
       const body = await response.json();
       if (!response.ok) {
