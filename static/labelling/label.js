@@ -69,6 +69,7 @@
 
   function show(source) {
     current = source;
+    noteHeld();
     if (!source) {
       document.querySelector(".viewer").hidden = true;
       $("done").hidden = false;
@@ -91,15 +92,20 @@
   // Ids the page holds: the server serves none of them again as `next`.
   const held = () => [current, ...queue].filter(Boolean).map((source) => source.id);
 
+  // What the page holds, on its root element (data-held: the shown subject's id, then the queue's).
+  const noteHeld = () => (root.dataset.held = held().join(" "));
+
   function enqueue(source) {
     if (!source || held().includes(source.id)) return;
     queue.push(source);
+    noteHeld();
     new Image().src = thumbnailUrl(source); // warm the browser cache
   }
 
   // Give back what the page holds beyond its queue (after an undo put a subject in front).
   function trimQueue() {
     const extra = queue.splice(QUEUE_SIZE);
+    noteHeld();
     if (extra.length) post(root.dataset.release, extra.map((source) => ["source", source.id]));
   }
 

@@ -153,6 +153,10 @@ def test_the_page_prefetches_a_queue_and_gives_back_what_it_will_not_show(
     skipped = int(current_source(page))
     press_and_wait_for_next(page, "ArrowRight")
     wait_until(lambda: not held.filter(subject__source_id=skipped).exists() and held.count() == 4)
+    # The page has taken the skip's answer into its queue: it holds what the server holds for it.
+    page.wait_for_function("() => document.querySelector('#labeller').dataset.held.split(' ').length === 4")
+    page_held = {int(i) for i in page.get_attribute("#labeller", "data-held").split()}
+    assert page_held == set(held.values_list("subject__source_id", flat=True))
 
     page.goto(f"{live_server.url}/label/me/")  # leaving the page
     wait_until(lambda: held.count() == 0)
