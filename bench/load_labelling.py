@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlencode, urlsplit
 
 import numpy as np
@@ -122,15 +123,32 @@ def loopback_production_env(url: str, **extra: str) -> dict[str, str]:
     )
 
 
-def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.Popen:
-    env = loopback_production_env(url)
+def start_server(
+    url: str,
+    port: int,
+    workers: int,
+    threads: int,
+    *,
+    app_root: Path = ROOT,
+    env: dict[str, str] | None = None,
+    log: TextIO | None = None,
+) -> subprocess.Popen:
+    """gunicorn of the checkout at ``app_root`` on loopback; returns once it answers (60 s at most).
+
+    ``env``: the server's environment (default :func:`loopback_production_env`); ``log``: where its
+    output goes (default: this process's).
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "rgzlabel.wsgi:application", "--bind", f"127.0.0.1:{port}",
          "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        cwd=app_root, env=env or loopback_production_env(url), stdout=log,
+        stderr=subprocess.STDOUT if log else None,
     )  # fmt: skip
+    where = f"; see {log.name}" if log else ""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}{where}")
         try:
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/label/api/next/")
@@ -139,7 +157,8 @@ def start_server(url: str, port: int, workers: int, threads: int) -> subprocess.
         except OSError:
             time.sleep(0.3)
     process.kill()
-    raise RuntimeError("the server did not start within 60 s")
+    process.wait()
+    raise RuntimeError(f"the server did not start within 60 s{where}")
 
 
 class Volunteer:

@@ -24,7 +24,6 @@ their guest sessions (locust's ``-t`` and a process timeout bound it as well).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import math
 import os
@@ -33,12 +32,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+from bench import load_labelling
 from bench.load_labelling import loopback_production_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,27 +161,10 @@ def in_app_root(app_root: Path, code: str, *args: str) -> str:
 def start_server(
     app_root: Path, url: str, port: int, workers: int, threads: int, secret: str, log: TextIO
 ) -> subprocess.Popen:
-    """gunicorn of ``app_root`` (as load_labelling's start_server) with guest creation raised to GUEST_LIMIT."""
+    """load_labelling's server, of ``app_root``, with guest creation raised to GUEST_LIMIT."""
     env = loopback_production_env(url, DJANGO_SECRET_KEY=secret, RGZ_ACCOUNTS_PER_CLIENT_PER_HOUR=str(GUEST_LIMIT))
     env["PYTHONPATH"] = str(app_root)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "rgzlabel.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--threads", str(threads), "--log-level", "warning"],
-        cwd=app_root, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}; see {log.name}")
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/label/api/next/")
-            connection.getresponse().read()
-            return process
-        except OSError:
-            time.sleep(0.3)
-    stop_server(process)
-    raise RuntimeError(f"the server did not start within 60 s; see {log.name}")
+    return load_labelling.start_server(url, port, workers, threads, app_root=app_root, env=env, log=log)
 
 
 def stop_server(process: subprocess.Popen) -> None:

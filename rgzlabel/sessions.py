@@ -42,35 +42,24 @@ class SessionCache(RedisCache):
         return min(timeout, self.default_timeout)
 
     def get(self, key, default=None, version=None):
-        try:
-            return super().get(key, default, version)
-        except Exception as exc:  # redis-py raises its own ConnectionError / TimeoutError
-            self._failed("get", exc)
-            return default
+        return self._tolerant("get", default, super().get, key, default, version)
 
     def set(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        try:
-            super().set(key, value, self._capped(timeout), version)
-        except Exception as exc:
-            self._failed("set", exc)
+        self._tolerant("set", None, super().set, key, value, self._capped(timeout), version)
 
     def add(self, key, value, timeout=DEFAULT_TIMEOUT, version=None):
-        try:
-            return super().add(key, value, self._capped(timeout), version)
-        except Exception as exc:
-            self._failed("add", exc)
-            return False
+        return self._tolerant("add", False, super().add, key, value, self._capped(timeout), version)
 
     def delete(self, key, version=None):
-        try:
-            return super().delete(key, version)
-        except Exception as exc:
-            self._failed("delete", exc)
-            return False
+        return self._tolerant("delete", False, super().delete, key, version)
 
     def has_key(self, key, version=None):
+        return self._tolerant("has_key", False, super().has_key, key, version)
+
+    def _tolerant(self, operation: str, fallback: Any, call, *args) -> Any:
+        """``call(*args)``, or ``fallback`` when Redis cannot be reached (redis-py's own errors)."""
         try:
-            return super().has_key(key, version)
+            return call(*args)
         except Exception as exc:
-            self._failed("has_key", exc)
-            return False
+            self._failed(operation, exc)
+            return fallback

@@ -478,11 +478,6 @@ def record_classification(volunteer: User, source_id: int, label: str, workflow:
     rate limit in the same statement; insert the vote; read the subject's votes; write its
     count, consensus and retirement.
     """
-    if isinstance(workflow, Workflow):
-        if label not in workflow.class_keys:
-            raise VoteRejected(f"unknown label {label!r}; this workflow offers {', '.join(workflow.class_keys)}")
-        if workflow.experts_only and not volunteer.is_staff:
-            raise VoteRejected(f"the {workflow.name} workflow is for experts")
     try:
         with transaction.atomic():
             profile = _lock_volunteer(volunteer)
