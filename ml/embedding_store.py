@@ -22,6 +22,10 @@ from ml.errors import DataError, EmptyDataError, ShapeMismatchError
 
 MATRIX_FILE = "embeddings.npy"
 IDS_FILE = "source_ids.npy"
+#: The matrix's rows scaled to unit length (float32, N x D), for cosine search: written once
+#: beside the matrix and memory-mapped, so every process that searches shares one copy in the
+#: page cache instead of holding its own.
+UNIT_FILE = "unit.npy"
 
 
 @dataclass
@@ -142,3 +146,34 @@ def write_folder(
     else:
         os.replace(partial, path)
     return path
+
+
+def read_unit_rows(path: str | Path, *, chunk_rows: int = 16384) -> np.ndarray:
+    """The set's rows at unit length, as a read-only memory map of ``unit.npy``.
+
+    Written (atomically, chunk by chunk) the first time it is asked for; afterwards every
+    process maps the same file, so N web processes hold one copy between them (in the
+    page cache), not one each. Zero rows stay zero.
+
+    Raises:
+        FileNotFoundError: Not an embedding-set folder.
+        ShapeMismatchError: The unit file does not match the matrix.
+    """
+    path = Path(path)
+    target = path / UNIT_FILE
+    if not target.exists():
+        matrix = read_embeddings(path).matrix
+        partial = path / f".{UNIT_FILE}.{os.getpid()}.partial"
+        unit = open_memmap(partial, mode="w+", dtype=np.float32, shape=matrix.shape)
+        for start in range(0, len(matrix), chunk_rows):
+            block = np.asarray(matrix[start : start + chunk_rows], dtype=np.float32)
+            norms = np.linalg.norm(block, axis=1, keepdims=True)
+            unit[start : start + chunk_rows] = block / np.where(norms > 0, norms, 1.0)
+        unit.flush()
+        del unit
+        os.replace(partial, target)  # two processes racing write the same bytes; either wins
+    unit = np.load(target, mmap_mode="r")
+    rows = np.load(path / IDS_FILE, mmap_mode="r").shape[0]
+    if unit.ndim != 2 or unit.dtype != np.float32 or unit.shape[0] != rows:
+        raise ShapeMismatchError(f"{target}: expected float32 ({rows}, D), got {unit.dtype} {unit.shape}")
+    return unit

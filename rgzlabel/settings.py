@@ -262,6 +262,9 @@ RGZ_TICK_S = env_int("RGZ_TICK_S", 60, minimum=1)
 RGZ_CONSENSUS_EVERY_S = env_int("RGZ_CONSENSUS_EVERY_S", 600, minimum=1)
 # Training preset used for the background CPU pretraining started by the main command.
 RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
+# Processes a pretraining trains in (torchrun, DistributedDataParallel; one per GPU): 1 trains in the
+# worker itself; more split the preset's batch across them and give the same steps.
+RGZ_PRETRAIN_PROCESSES = env_int("RGZ_PRETRAIN_PROCESSES", 1, minimum=1)
 # Seconds between a pretraining's resumable saves (also when a worker shutdown stops it; 0: every step).
 RGZ_RESUME_EVERY_S = env_int("RGZ_RESUME_EVERY_S", 180, minimum=0)
 # Fine-tuning settings of finetune jobs (ml.config.FINETUNE_PRESETS): the paper's 100 epochs, or 40.
@@ -275,6 +278,18 @@ RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
 # (orientation-free features, 8x the embedding cost; 4 points less test error at 145 labels in
 # docs/benchmarks.md), "centre" is the paper's single view.
 RGZ_EMBED_VIEWS = env_choice("RGZ_EMBED_VIEWS", "dihedral", ("dihedral", "centre"))
+# Jobs split across workers (rgzlabel.learning.chunks): an encoder embedding of more than
+# RGZ_EMBED_CHUNK_ROWS sources, an ingest of more than RGZ_INGEST_CHUNK_FILES FITS files, is cut
+# into chunks of that size which any worker on the job's queue takes; a failed chunk is retried
+# RGZ_CHUNK_RETRIES times before it fails its job.
+RGZ_EMBED_CHUNK_ROWS = env_int("RGZ_EMBED_CHUNK_ROWS", 25_600, minimum=256)
+RGZ_INGEST_CHUNK_FILES = env_int("RGZ_INGEST_CHUNK_FILES", 1000, minimum=1)
+RGZ_CHUNK_RETRIES = env_int("RGZ_CHUNK_RETRIES", 3, minimum=0)
+# For the test suite's worker only: lets a job's "fail_chunks_once" parameter fail chunks on purpose.
+RGZ_ALLOW_FAULT_INJECTION = env_bool("RGZ_ALLOW_FAULT_INJECTION", False)
+# Similarity search is exact (one matrix-vector product over the unit rows) up to this many
+# embedded sources; above it the index job builds an approximate index (see ml.ann).
+RGZ_EXACT_SEARCH_MAX_ROWS = env_int("RGZ_EXACT_SEARCH_MAX_ROWS", 200_000, minimum=1)
 # Largest image a FITS file may declare (pixels); checked before any pixel is read or decompressed,
 # so a small file declaring a huge image (or a gzip bomb) fails alone instead of exhausting memory.
 RGZ_MAX_IMAGE_PIXELS = env_int("RGZ_MAX_IMAGE_PIXELS", 100_000_000, minimum=22_500)

@@ -140,7 +140,13 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Itera
     with django_db_blocker.unblock():
         # Leftover messages from an earlier run would name jobs of another database.
         celery_client().control.purge()
-    env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict), PYTHONUNBUFFERED="1")
+    # Fault injection on: tests fail chunks of split jobs on purpose (a job's "fail_chunks_once").
+    env = dict(
+        os.environ,
+        DATABASE_URL=_database_url(connection.settings_dict),
+        PYTHONUNBUFFERED="1",
+        RGZ_ALLOW_FAULT_INJECTION="1",
+    )
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -79,7 +79,7 @@ def test_app_services_point_at_the_compose_database_and_broker(compose: dict) ->
         )
         assert urlsplit(redis_url("REDIS_URL", environment["REDIS_URL"])).hostname == "redis"
         assert environment["DJANGO_DEBUG"] == "false"
-        assert set(compose["services"][name]["depends_on"]) == {"postgres", "redis"}
+        assert set(compose["services"][name]["depends_on"]) >= {"postgres", "redis"}
 
 
 def test_every_variable_it_sets_is_a_documented_setting(compose: dict) -> None:
@@ -90,3 +90,23 @@ def test_every_variable_it_sets_is_a_documented_setting(compose: dict) -> None:
             base = variable.removesuffix("_FILE")
             assert base in documented, f"{variable} is not in .env.example"
             assert f'"{base}"' in settings_source, f"{variable} is not read by rgzlabel/settings.py"
+
+
+def test_web_scales_out_behind_the_proxy(compose: dict) -> None:
+    """`docker compose up --scale web=N`: no replica binds a host port, one service migrates."""
+    services = compose["services"]
+    assert "ports" not in services["web"]  # a fixed host port would stop a second replica
+    assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    migrating = [
+        name
+        for name, service in services.items()
+        if "manage.py migrate" in " ".join(command_of(service) if "command" in service else [])
+    ]
+    assert migrating == ["migrate"]
+    proxy = services["proxy"]
+    assert any(port.endswith(":80") for port in proxy["ports"])
+    assert "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro" in proxy["volumes"]
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    # The name in a variable, re-resolved: replicas added later are used without a reload.
+    assert re.search(r"set \$web http://web:8000;", text) and "proxy_pass $web;" in text
+    assert re.search(r"resolver 127\.0\.0\.11 valid=\d+s", text)

@@ -14,13 +14,38 @@ def run_job(job_id: int) -> dict[str, Any]:
     return run(job_id)
 
 
+@app.task(
+    name="rgzlabel.run_chunk",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    ignore_result=True,
+)
+def run_chunk(self: Any, chunk_id: int) -> dict[str, Any]:
+    """One chunk of a job split across workers; a failed chunk is retried through Celery."""
+    from rgzlabel.learning.chunks import RetryChunk
+    from rgzlabel.learning.chunks import run_chunk as run
+
+    try:
+        return run(chunk_id)
+    except RetryChunk as retry:
+        raise self.retry(countdown=retry.countdown) from None
+
+
 @app.task(name="rgzlabel.sweep_lost_jobs")
 def sweep_lost_jobs() -> dict[str, Any]:
+    from rgzlabel.learning.chunks import sweep_lost_chunks
     from rgzlabel.learning.ingest import delete_uploads_of_failed_jobs
     from rgzlabel.learning.jobs import fail_lost_jobs, sweep_unsent_jobs
 
     failed = fail_lost_jobs()
-    return {"failed": failed, "unsent": sweep_unsent_jobs(), "uploads_deleted": delete_uploads_of_failed_jobs()}
+    return {
+        "failed": failed,
+        "unsent": sweep_unsent_jobs(),
+        "chunks": sweep_lost_chunks(),
+        "uploads_deleted": delete_uploads_of_failed_jobs(),
+    }
 
 
 @app.task(name="rgzlabel.recompute_consensus", soft_time_limit=600)

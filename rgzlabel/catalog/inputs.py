@@ -19,6 +19,7 @@ import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 
 from ml.datasets import DatasetError, RowError, SourceRecord
@@ -213,6 +214,7 @@ def read_input(
     survey: str | None = None,
     allow_no_position: bool = False,
     max_pixels: int | None = None,
+    processes: int = 1,
 ) -> Iterator[SourceRecord | SkippedInput]:
     """The records of one input, with a :class:`SkippedInput` for each unusable file or row.
 
@@ -221,6 +223,8 @@ def read_input(
         survey: the survey to record on new sources (default ``FIRST``).
         allow_no_position: ingest FITS files without a celestial WCS (name from the
             file, not cross-matched) instead of failing them.
+        processes: FITS files are read and preprocessed in this many processes at once
+            (:func:`read_fits_records_in_processes`); the records come in the same order.
 
     Raises:
         DatasetError: a whole archive or catalogue cannot be read.
@@ -229,7 +233,8 @@ def read_input(
 
     kind = ingest_input.kind
     if kind is InputKind.FITS:
-        records = read_fits_records(ingest_input.files, allow_no_position=allow_no_position, max_pixels=max_pixels)
+        read = read_fits_records if processes <= 1 else partial(read_fits_records_in_processes, processes=processes)
+        records = read(ingest_input.files, allow_no_position=allow_no_position, max_pixels=max_pixels)
     elif kind is InputKind.PNG:
         assert ingest_input.path is not None and ingest_input.catalogue is not None
         records = read_png_records(ingest_input.path, ingest_input.catalogue)
@@ -324,6 +329,60 @@ def read_fits_records(
                 "warnings": file_warnings,
             },
         )
+
+
+def _read_fits_batch(
+    files: Sequence[Path], allow_no_position: bool, max_pixels: int | None
+) -> list[SourceRecord | SkippedInput]:
+    return list(read_fits_records(files, allow_no_position=allow_no_position, max_pixels=max_pixels))
+
+
+def read_fits_records_in_processes(
+    files: Sequence[Path],
+    *,
+    allow_no_position: bool = False,
+    max_pixels: int | None = None,
+    processes: int = 2,
+    batch_files: int = 16,
+) -> Iterator[SourceRecord | SkippedInput]:
+    """:func:`read_fits_records` with the reading and preprocessing spread over ``processes``.
+
+    The same records in the same order as one process gives (so an ingest's result does not
+    depend on it): files of a repeated name are refused here, in order, and the batches come
+    back in the order they were sent. At most ``4 * processes`` batches are read ahead of the
+    consumer, so memory stays bounded however many files there are.
+    """
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    seen: dict[str, Path] = {}
+    order: list[Path | SkippedInput] = []
+    for path in files:
+        if path.name in seen:
+            order.append(SkippedInput(str(path), f"same file name as {seen[path.name]}: FITS files are keyed by name"))
+        else:
+            seen[path.name] = path
+            order.append(path)
+    unique = [item for item in order if isinstance(item, Path)]
+    batches = [unique[start : start + batch_files] for start in range(0, len(unique), batch_files)]
+    # forkserver: the readers start from a clean process, not a fork of one holding database
+    # connections and threads.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        pending: deque[Future[list[SourceRecord | SkippedInput]]] = deque()
+        sent = 0
+        ready: deque[SourceRecord | SkippedInput] = deque()
+        for item in order:
+            if isinstance(item, SkippedInput):
+                yield item
+                continue
+            while not ready:
+                while sent < len(batches) and len(pending) < 4 * processes:
+                    pending.append(pool.submit(_read_fits_batch, batches[sent], allow_no_position, max_pixels))
+                    sent += 1
+                ready.extend(pending.popleft().result())
+            yield ready.popleft()
 
 
 def read_png_records(folder: Path, catalogue: Path) -> Iterator[SourceRecord | SkippedInput]:

@@ -360,6 +360,7 @@ def ingest_inputs(
     radius_arcsec: float | None = None,
     allow_no_position: bool = False,
     on_record: Callable[[IngestReport], None] | None = None,
+    processes: int = 1,
 ) -> IngestReport:
     """Ingest every input of a plan into one report; a broken archive fails alone.
 
@@ -370,6 +371,8 @@ def ingest_inputs(
         radius_arcsec: cross-match radius (default ``RGZ_CROSSMATCH_RADIUS_ARCSEC``).
         allow_no_position: ingest FITS files without a celestial WCS instead of failing them.
         on_record: called after each record, e.g. to move a progress bar.
+        processes: read FITS files in this many processes (writing stays in this one, in the
+            files' order, so the result is the same as with one).
     """
     from ml.datasets import DatasetError
 
@@ -380,7 +383,11 @@ def ingest_inputs(
     index = _position_index()
     for ingest_input in plan.inputs:
         records = read_input(
-            ingest_input, survey=survey, allow_no_position=allow_no_position, max_pixels=settings.RGZ_MAX_IMAGE_PIXELS
+            ingest_input,
+            survey=survey,
+            allow_no_position=allow_no_position,
+            max_pixels=settings.RGZ_MAX_IMAGE_PIXELS,
+            processes=processes,
         )
         try:
             ingest_records(records, radius_arcsec=radius_arcsec, on_record=on_record, report=report, index=index)

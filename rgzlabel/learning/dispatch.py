@@ -28,6 +28,7 @@ TASKS: dict[str, tuple[str, str]] = {
     Job.Kind.RETRAIN: ("rgzlabel.run_job", "default"),
     Job.Kind.REFRESH: ("rgzlabel.run_job", "default"),
     Job.Kind.EVALUATE: ("rgzlabel.run_job", "default"),
+    Job.Kind.INDEX: ("rgzlabel.run_job", "default"),
 }
 
 
@@ -85,3 +86,34 @@ def send_now(job: Job) -> None:
         )
         raise BrokerUnavailable(message) from exc
     Job.objects.filter(pk=job.pk).update(celery_task_id=result.id)
+
+
+def send_chunks(job: Job, chunk_ids: list[int]) -> None:
+    """Send one ``rgzlabel.run_chunk`` task per chunk (a Celery group) to the job's queue, after
+    the current transaction commits, so a worker never looks for a chunk row not there yet.
+
+    A chunk that could not be sent stays queued; beat's sweep sends it again once its job has
+    stalled (``rgzlabel.learning.chunks.sweep_lost_chunks``).
+    """
+    from celery import group
+
+    queue = job.queue or TASKS[job.kind][1]
+
+    def send() -> None:
+        client = celery_client()
+        signatures = [
+            client.signature("rgzlabel.run_chunk", args=[chunk_id], queue=queue, ignore_result=True)
+            for chunk_id in chunk_ids
+        ]
+        try:
+            group(signatures, app=client).apply_async()
+        except Exception as exc:  # noqa: BLE001 - any failure to send leaves the chunks queued for the sweep
+            logger.error(
+                "cannot send %d chunk(s) of %s: the broker (%s) is unreachable: %s",
+                len(chunk_ids),
+                job,
+                settings.BROKER_DESCRIPTION,
+                exc,
+            )
+
+    transaction.on_commit(send)

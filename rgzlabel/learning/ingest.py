@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import transaction
 
-from rgzlabel.catalog.inputs import IngestPlan, InputKind, plan_ingest
+from rgzlabel.catalog.inputs import IngestInput, IngestPlan, InputKind, SkippedInput, plan_ingest
 from rgzlabel.catalog.services import (
     IngestReport,
     NothingIngested,
@@ -26,8 +26,9 @@ from rgzlabel.catalog.services import (
     uploads_root,
 )
 from rgzlabel.labelling.services import choose_field_guide_examples, default_workflow, sync_subjects
+from rgzlabel.learning.chunks import hand_off
 from rgzlabel.learning.jobs import JobCancelled, JobContext, create_job
-from rgzlabel.learning.models import Job
+from rgzlabel.learning.models import Job, JobChunk
 
 #: Kinds of warning copied to the job's log (the rest are counted in its result).
 JOB_WARNING_KINDS = 20
@@ -35,6 +36,8 @@ JOB_WARNING_KINDS = 20
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
     from django.core.files.uploadedfile import UploadedFile
+
+    from rgzlabel.learning.chunks import ChunkContext
 
 
 def sync_subjects_after_ingest() -> int:
@@ -132,8 +135,10 @@ def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
 
     ``job.params``: ``paths`` (server files or folders), ``upload_folder`` (uploaded FITS
     files, always read as FITS), ``dataset`` (force the kind of the paths), ``survey``,
-    ``radius_arcsec``, ``allow_no_position``. An older ``path`` key is read as one more
-    path; with no paths and no uploads it ingests the Griese set of the installed package.
+    ``radius_arcsec``, ``allow_no_position``, ``chunk_files`` (default ``RGZ_INGEST_CHUNK_FILES``).
+    An older ``path`` key is read as one more path; with no paths and no uploads it ingests
+    the Griese set of the installed package. With more FITS files than ``chunk_files`` the
+    ingest is split into chunks that any workers run at once (:func:`ingest_pieces`).
 
     Raises:
         NothingIngested: every input failed (the job is then marked failed).
@@ -148,6 +153,9 @@ def ingest_job(job: Job, context: JobContext) -> dict[str, Any]:
         uploaded = plan_ingest([uploads], kind=InputKind.FITS, roots=[uploads_root()])
         plan.inputs += uploaded.inputs
         plan.rejected += uploaded.rejected
+    per_chunk = ingest_chunk_files(params)
+    if sum(len(item.files) for item in plan.inputs if item.kind is InputKind.FITS) > per_chunk:
+        return hand_off(job, ingest_pieces(plan, per_chunk), f"ingesting {plan.expected or '?'} records in chunks")
     try:
         return _run_ingest_job(plan, params, context)
     except BaseException as exc:
@@ -194,3 +202,129 @@ def _run_ingest_job(plan: IngestPlan, params: dict[str, Any], context: JobContex
     if report.failed and report.total == report.failed:
         raise NothingIngested(f"all {report.failed} input(s) failed: {'; '.join(report.errors[:3])}")
     return {**report.as_dict(), "subjects_created": subjects_created}
+
+
+# --- an ingest split across workers (rgzlabel.learning.chunks) ------------------------------------
+_COUNTS = ("ingested", "merged", "updated", "skipped", "failed")
+
+
+def ingest_chunk_files(params: dict[str, Any]) -> int:
+    """FITS files per chunk: the job's ``chunk_files`` or ``RGZ_INGEST_CHUNK_FILES``."""
+    value = params.get("chunk_files") or settings.RGZ_INGEST_CHUNK_FILES
+    try:
+        files = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'parameter "chunk_files" must be a number of files, not {value!r}') from None
+    if files < 1:
+        raise ValueError(f'parameter "chunk_files" must be at least 1, not {files}')
+    return files
+
+
+def ingest_pieces(plan: IngestPlan, per_chunk: int) -> list[tuple[dict[str, Any], int]]:
+    """The chunks of an ingest plan: FITS files ``per_chunk`` at a time, each archive alone.
+
+    FITS files are keyed by name, so two files of one name are refused here, over the whole
+    plan, exactly as a single worker reading them in order would (the first is kept).
+    """
+    rejected = [{"where": item.where, "reason": item.reason} for item in plan.rejected]
+    pieces: list[tuple[dict[str, Any], int]] = []
+    seen: dict[str, Path] = {}
+    for item in plan.inputs:
+        if item.kind is not InputKind.FITS:
+            common = {"kind": item.kind.value, "path": str(item.path) if item.path else None}
+            catalogue = {"catalogue": str(item.catalogue)} if item.catalogue else {}
+            pieces.append(({**common, **catalogue}, item.expected or 1))
+            continue
+        files: list[str] = []
+        for path in item.files:
+            if path.name in seen:
+                rejected.append(
+                    {"where": str(path), "reason": f"same file name as {seen[path.name]}: FITS files are keyed by name"}
+                )
+                continue
+            seen[path.name] = path
+            files.append(str(path))
+        for start in range(0, len(files), per_chunk):
+            part = files[start : start + per_chunk]
+            pieces.append(({"kind": InputKind.FITS.value, "path": str(item.path), "files": part}, len(part)))
+    if not pieces:
+        pieces.append(({"kind": "none"}, 1))
+    pieces[0][0]["rejected"] = rejected
+    return pieces
+
+
+def ingest_chunk(job: Job, chunk: JobChunk, context: ChunkContext) -> dict[str, Any]:
+    """Ingest one chunk's files (or archive); each record is its own transaction, as always."""
+    params, piece = job.params, chunk.params
+    plan = IngestPlan(rejected=[SkippedInput(item["where"], item["reason"]) for item in piece.get("rejected", [])])
+    if piece["kind"] != "none":
+        kind = InputKind(piece["kind"])
+        files = tuple(Path(name) for name in piece.get("files", ()))
+        catalogue = Path(piece["catalogue"]) if piece.get("catalogue") else None
+        path = Path(piece["path"]) if piece.get("path") else None
+        plan.inputs.append(IngestInput(kind=kind, path=path, files=files, catalogue=catalogue))
+    latest = IngestReport()
+    warned = 0
+
+    def on_record(report: IngestReport) -> None:
+        nonlocal latest, warned
+        latest = report
+        for error in report.errors[warned:]:
+            context.warn(f"failed: {error}")
+        warned = len(report.errors)
+        context.progress(report.total)
+        context.check_cancelled()
+
+    earlier = dict(chunk.result.get("earlier", {}))
+    try:
+        report = ingest_inputs(
+            plan,
+            survey=params.get("survey"),
+            radius_arcsec=params.get("radius_arcsec"),
+            allow_no_position=bool(params.get("allow_no_position")),
+            on_record=on_record,
+        )
+    except Exception:
+        # A retry reads these files again and finds what this attempt wrote unchanged ("skipped"):
+        # remember what it wrote, so the chunk's counts come out as one attempt's would.
+        written = {key: earlier.get(key, 0) + getattr(latest, key) for key in ("ingested", "merged", "updated")}
+        JobChunk.objects.filter(pk=chunk.pk).update(result={"earlier": written})
+        raise
+    counts = {key: getattr(report, key) for key in _COUNTS}
+    for key in ("ingested", "merged", "updated"):
+        counts[key] += earlier.get(key, 0)
+        counts["skipped"] -= earlier.get(key, 0)
+    return {
+        **counts,
+        "errors": report.errors[:200],
+        "warned": len(report.warnings),
+        "warning_kinds": dict(report.warning_kinds),
+    }
+
+
+def finish_ingest_chunks(job: Job, chunks: list[JobChunk], context: JobContext) -> dict[str, Any]:
+    """Every chunk is in: one report, as a single worker's, and the new sources' subjects."""
+    from collections import Counter
+
+    report = IngestReport()
+    for chunk in chunks:
+        for key in _COUNTS:
+            setattr(report, key, getattr(report, key) + int(chunk.result.get(key, 0)))
+        report.errors += chunk.result.get("errors", [])
+        report.warning_kinds.update(Counter(chunk.result.get("warning_kinds", {})))
+    warned = sum(int(chunk.result.get("warned", 0)) for chunk in chunks)
+    subjects_created = sync_subjects_after_ingest()
+    for kind, files in report.warning_kinds.most_common(JOB_WARNING_KINDS):
+        context.warn(f"warning in {files} file(s): {kind}")
+    if report.failed and report.total == report.failed:
+        raise NothingIngested(f"all {report.failed} input(s) failed: {'; '.join(report.errors[:3])}")
+    return {**report.as_dict(), "warned": warned, "subjects_created": subjects_created}
+
+
+def abandon_ingest_chunks(job: Job) -> None:
+    """A chunked ingest that failed: its uploads go, as a single worker's would; a cancelled one keeps
+    them. Either way, the sources already written (each committed) become labellable."""
+    sync_subjects_after_ingest()
+    uploads = job.params.get("upload_folder")
+    if uploads and Job.objects.filter(pk=job.pk, state=Job.State.FAILED).exists():
+        shutil.rmtree(uploads, ignore_errors=True)

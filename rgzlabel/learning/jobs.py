@@ -34,6 +34,7 @@ SERVICES: dict[str, str] = {
     Job.Kind.RETRAIN: "rgzlabel.learning.classifiers:retrain_job",
     Job.Kind.REFRESH: "rgzlabel.learning.queue:refresh_queue_job",
     Job.Kind.EVALUATE: "rgzlabel.learning.classifiers:evaluate_job",
+    Job.Kind.INDEX: "rgzlabel.learning.embedding:index_job",
 }
 
 
@@ -102,7 +103,13 @@ def request_cancel(job: Job) -> bool:
         state=Job.State.CANCELLED, cancel_requested=True, finished_at=now, message="cancelled before it started"
     ):
         return True
-    return Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(cancel_requested=True) == 1
+    if Job.objects.filter(pk=job.pk, state=Job.State.RUNNING).update(cancel_requested=True) != 1:
+        return False
+    if job.chunks.exists():
+        from rgzlabel.learning.chunks import cancel_chunks
+
+        cancel_chunks(job)
+    return True
 
 
 @dataclass
@@ -213,6 +220,9 @@ def run_job(job_id: int) -> dict[str, Any]:
             _run_again_if_asked(job)
         return {"job": job_id, "state": Job.State.CANCELLED if cancelled else Job.State.FAILED}
 
+    if result.get("handed_off"):
+        # Split into chunks (rgzlabel.learning.chunks): it stays running, and its last chunk ends it.
+        return {"job": job_id, "state": Job.State.RUNNING, **result}
     Job.objects.filter(pk=job_id).update(
         state=Job.State.SUCCEEDED,
         progress=1.0,
@@ -262,11 +272,19 @@ def fail_lost_jobs() -> int:
 
     from django.conf import settings
 
+    from rgzlabel.learning.models import JobChunk
+
     cutoff = timezone.now() - timedelta(seconds=settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S)
-    return Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=cutoff).update(
-        state=Job.State.FAILED,
-        error=f"worker lost: no heartbeat for {settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S} s",
-        finished_at=timezone.now(),
+    # A job handed off to its chunks is alive while any chunk is: lost chunks are the chunk sweep's.
+    waiting = JobChunk.objects.filter(state__in=[JobChunk.State.QUEUED, JobChunk.State.RUNNING]).values("job_id")
+    return (
+        Job.objects.filter(state=Job.State.RUNNING, heartbeat_at__lt=cutoff)
+        .exclude(pk__in=waiting)
+        .update(
+            state=Job.State.FAILED,
+            error=f"worker lost: no heartbeat for {settings.RGZ_JOB_HEARTBEAT_TIMEOUT_S} s",
+            finished_at=timezone.now(),
+        )
     )
 
 

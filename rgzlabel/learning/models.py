@@ -123,6 +123,7 @@ class Job(models.Model):
         RETRAIN = "retrain", "retrain the classifier"
         REFRESH = "refresh", "refresh the labelling queue"
         EVALUATE = "evaluate", "evaluate a classifier"
+        INDEX = "index", "map and search index of an embedding set"
 
     class State(models.TextChoices):
         QUEUED = "queued"
@@ -190,6 +191,41 @@ class Job(models.Model):
             return None
         end = self.finished_at or self.heartbeat_at or self.started_at
         return (end - self.started_at).total_seconds()
+
+
+class JobChunk(models.Model):
+    """One piece of a job split across workers (rows of an embedding, files of an ingest).
+
+    The job hands its chunks to the workers and stays running; each chunk is a Celery task
+    retried on failure (``RGZ_CHUNK_RETRIES``); the chunk that finishes last finishes the job
+    (see ``rgzlabel.learning.chunks``). The job's progress is the sum of its chunks'.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    params = models.JSONField(default=dict, help_text="what this chunk does, e.g. its rows or files")
+    size = models.PositiveIntegerField(help_text="items (rows, files) in this chunk")
+    done = models.PositiveIntegerField(default=0, help_text="items finished in the current attempt")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "index"]
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="one_chunk_per_index")]
+
+    def __str__(self) -> str:
+        return f"chunk {self.index} of job #{self.job_id} ({self.state})"
 
 
 #: The queue policy that picks among ``candidates`` from the campaign's own labels at every refresh.

@@ -40,6 +40,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--survey", help="survey of new sources, also their name prefix (default FIRST)")
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="read and preprocess FITS files in N processes (writing stays in order: the same result as 1)",
+        )
+        parser.add_argument(
             "--allow-no-position",
             action="store_true",
             help="ingest FITS files without a celestial WCS (not cross-matched) instead of failing them",
@@ -56,6 +63,8 @@ class Command(BaseCommand):
     def _ingest(self, options: dict[str, Any]) -> None:
         if options["radius"] is not None and options["radius"] < 0:
             raise CommandError("--radius must be 0 or more arcsec")
+        if options["processes"] < 1:
+            raise CommandError("--processes must be 1 or more")
         verbosity = options["verbosity"]
         plan = plan_ingest(options["paths"], kind=options["dataset"])
         if verbosity >= 2:
@@ -88,6 +97,7 @@ class Command(BaseCommand):
                 radius_arcsec=options["radius"],
                 allow_no_position=options["allow_no_position"],
                 on_record=on_record,
+                processes=options["processes"],
             )
             on_record(report)  # paths rejected before anything was read
         subjects = sync_subjects_after_ingest()
