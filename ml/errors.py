@@ -46,3 +46,7 @@ class TrainingCancelled(MLError):
     def __init__(self, step: int) -> None:
         super().__init__(f"training cancelled after {step} steps")
         self.step = step
+
+
+class DistributedRunError(MLError):
+    """Pretraining in several processes (torchrun) failed; the message quotes why."""

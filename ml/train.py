@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from ml.config import PretrainConfig, config_to_dict
 from ml.device import as_layout, autocast, maybe_compile, place, resolve_device
 from ml.encoder import RadioEncoder, build_encoder
 from ml.errors import EmptyDataError, TrainingCancelled
+
+if TYPE_CHECKING:
+    from ml.distributed import Replicas
 
 #: One optimisation step: (indices of the batch, 0-based step, lr multiplier) -> detached loss.
 StepFn = Callable[[torch.Tensor, int, float], torch.Tensor]
@@ -277,6 +280,7 @@ def pretrain(
     device: str | torch.device | None = None,
     seed: int = 0,
     resume: ResumeSpec | None = None,
+    replicas: Replicas | None = None,
 ) -> PretrainResult:
     """Pretrain a radio encoder with BYOL on unlabelled images.
 
@@ -296,6 +300,11 @@ def pretrain(
             augmentation RNG) there every ``every_s`` seconds and when stopped; a run started
             with the same images, config and seed continues from it. A state of another run
             is ignored (and overwritten at the next save).
+        replicas: This process's place in a data-parallel run (``ml.distributed``, under
+            torchrun): the global batch of ``config.batch_size`` is split across the processes,
+            which take the single-process run's steps; only rank 0 calls ``progress`` and saves
+            the resumable state (the same state as one process saves), and ``device`` is the
+            replicas' own.
 
     Returns:
         The trained encoder (contiguous weights, eval mode) with curves and provenance.
@@ -303,21 +312,26 @@ def pretrain(
     Raises:
         EmptyDataError: Fewer than two images.
         DataError: Images that are not uint8 (N, H, W) squares.
-        TrainingCancelled: ``should_stop()`` returned True.
+        TrainingCancelled: ``should_stop()`` returned True (in any process of a data-parallel run).
+        ValueError: A global batch that does not split evenly across ``replicas``.
     """
-    device = resolve_device(device)
+    device = resolve_device(device) if replicas is None else replicas.device
     store = as_image_tensor(images, device)
     plan = plan_loop(len(store), config.batch_size, config.epochs, config.max_steps, config.warmup_epochs)
     data = fingerprint_data(images, source_ids)
     channels_last = config.run.channels_last
+    own = slice(None) if replicas is None else replicas.share(plan.batch_size)  # this process's rows
+    main = replicas is None or replicas.is_main
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BYOL(build_encoder(config.encoder), config.projection_hidden_dim, config.projection_dim)
+    if replicas is not None:
+        replicas.synchronise_batchnorm(model)
     encoder = model.encoder
     place(model, device, channels_last)
     model.train()
-    forward = maybe_compile(model, config.run.compile)
+    forward = maybe_compile(model if replicas is None else replicas.wrap(model), config.run.compile)
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad],
         lr=config.lr,
@@ -362,8 +376,11 @@ def pretrain(
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor
         batch = store[indices.to(device)]
+        # Every process draws the views of the whole global batch (the same random numbers as
+        # one process) and keeps its own rows of them.
         view_1, view_2 = (
-            as_layout(random_views(batch, config.encoder.view, config.augment, views), channels_last) for _ in range(2)
+            as_layout(random_views(batch, config.encoder.view, config.augment, views)[own], channels_last)
+            for _ in range(2)
         )
         with autocast(device, config.run.amp):
             loss = forward(view_1, view_2)
@@ -371,7 +388,7 @@ def pretrain(
         loss.backward()
         optimizer.step()
         model.update_target(ema_tau(step + 1, plan.total_steps, config.tau, config.tau_schedule))
-        return loss.detach()
+        return loss.detach() if replicas is None else replicas.mean(loss)
 
     started = time.perf_counter()
     curves = run_loop(
@@ -379,14 +396,16 @@ def pretrain(
         len(store),
         step_fn,
         seed=seed,
-        progress=progress,
-        should_stop=should_stop,
+        progress=progress if main else None,
+        should_stop=should_stop if replicas is None else replicas.agree(should_stop),
         progress_every=config.run.progress_every,
         start_step=start_step,
         curves=curves_so_far,
-        save_state=save_state if resume is not None else None,
+        save_state=save_state if resume is not None and main else None,
         save_every_s=resume.every_s if resume is not None else math.inf,
     )
+    if replicas is not None:
+        encoder = replicas.plain_encoder(encoder)  # plain BatchNorm, for embedding anywhere
     # Contiguous weights make later outputs independent of how the model was trained.
     encoder.to(memory_format=torch.contiguous_format).eval()
     return PretrainResult(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +44,27 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     """Pretrain a BYOL encoder on the whole pool, record it, then queue its embedding.
 
     ``params``: ``preset`` (``paper``, ``cpu-quick``, ``tiny``), optional ``overrides``
-    (config fields, e.g. ``{"epochs": 2}``) and ``seed``.
+    (config fields, e.g. ``{"epochs": 2}``) and ``seed``. With ``RGZ_PRETRAIN_PROCESSES`` > 1
+    the training runs in that many torchrun processes (one per GPU), watched from here.
     """
     from ml.checkpoint import save_checkpoint
     from ml.config import config_to_dict, get_config
-    from ml.train import ResumeSpec, pretrain
+    from ml.train import PretrainResult, ResumeSpec, pretrain
 
     config = get_config(job.params.get("preset", settings.RGZ_PRETRAIN_PRESET), **job.params.get("overrides", {}))
     ids, images = load_pool(context=context, progress_share=None)
     # Stopped by a worker shutdown, the job is queued again and continues from this state.
     resume = ResumeSpec(resume_path(job), every_s=settings.RGZ_RESUME_EVERY_S)
+    train: Callable[..., PretrainResult] = pretrain
+    processes = settings.RGZ_PRETRAIN_PROCESSES
+    if processes > 1:
+        from ml.pretrain_ddp import launch_pretraining
 
-    result = pretrain(
+        threads = settings.RGZ_TORCH_THREADS // processes or None
+        folder = settings.DATA_DIR / "ddp" / f"pretrain-job{job.pk}"
+        train = partial(launch_pretraining, processes=processes, workdir=folder, threads=threads)
+
+    result = train(
         images,
         config,
         source_ids=ids,
