@@ -15,7 +15,10 @@ Arms, on the same volunteers and seeds (``--arms``):
   votes, majority vote, no classifier;
 * ``b``: rgzlabel as shipped: its embedding, guarded queue, consensus, retirement rules and
   machine-assisted retirement at the workflow's default threshold (``b:0.9``: at 0.9);
-* ``c``: as ``b`` with the queue in random order (what active learning adds is b - c).
+* ``c``: as ``b`` with the queue in random order (what active learning adds is b - c);
+* ``a5n`` (any ``a<N>n``): the null arm: ``a5`` again with its own crowd answers and its own
+  random order (same volunteers' skills, same gold). Its saving against ``a5`` must come out
+  at 1.0x within its interval, or the saving statistic credits arms with chance.
 
 Metric: catalogue accuracy over the pool (gold sources left out: their labels are given),
 each source labelled by its retired consensus, else the active classifier's prediction,
@@ -32,6 +35,7 @@ bounded by ``--max-votes`` and ``--max-minutes``, and stops its processes when i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import os
@@ -80,6 +84,12 @@ class Arm:
     learning: bool  # embedding, classifier and the loop
     majority_only: bool  # the Zooniverse way: majority vote, no weighting
     assist: float | None = None  # machine_retire_confidence; None: the product's default
+    #: 0: the seed's own crowd answers and queue order; 1: an independent stream (the null arm).
+    stream: int = 0
+
+
+#: How far apart the seeds of an arm's independent streams are (crowd answers, queue order).
+STREAM_OFFSET = 10_000
 
 
 def parse_arm(name: str) -> Arm:
@@ -91,9 +101,11 @@ def parse_arm(name: str) -> Arm:
         raise argparse.ArgumentTypeError(f"arm {name!r}: the machine-assistance threshold must be a number") from None
     if kind.startswith("a") and kind[1:].isdigit() and not threshold:
         return Arm(name, int(kind[1:]), "random", learning=False, majority_only=True)
+    if kind.startswith("a") and kind.endswith("n") and kind[1:-1].isdigit() and not threshold:
+        return Arm(name, int(kind[1:-1]), "random", learning=False, majority_only=True, stream=1)
     if kind in ("b", "c"):
         return Arm(name, 0, None if kind == "b" else "random", learning=True, majority_only=False, assist=assist)
-    raise argparse.ArgumentTypeError(f"unknown arm {name!r}: a<N> (e.g. a5, a20), b, c, b:0.9, c:0.9")
+    raise argparse.ArgumentTypeError(f"unknown arm {name!r}: a<N> (e.g. a5, a20), a<N>n (null), b, c, b:0.9, c:0.9")
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -245,7 +257,7 @@ def configure(pool: Pool, arm: Arm, seed: int, *, gold_per_class: int, retrain_e
     queue, _ = QueuePolicy.objects.get_or_create(workflow=workflow)
     if arm.policy is not None:
         queue.policy = arm.policy
-    queue.seed = seed
+    queue.seed = seed + STREAM_OFFSET * arm.stream
     queue.save()
     loop = LoopSettings.current()
     loop.enabled = arm.learning
@@ -547,6 +559,8 @@ def run_one(args: argparse.Namespace, pool: Pool, arm: Arm, seed: int, data_root
         crowd = make_crowd(
             CrowdConfig(n_volunteers=args.crowd, class_difficulty=pool.difficulty), len(pool.classes), seed
         )
+        if arm.stream:  # the same volunteers (skills, quotas), their answers drawn afresh
+            crowd = dataclasses.replace(crowd, seed=seed + STREAM_OFFSET * arm.stream)
         campaign = Campaign(args.port, crowd, truth, gold, concurrency=args.concurrency, max_votes=args.max_votes)
         threads = [threading.Thread(target=campaign.slot, daemon=True) for _ in range(args.concurrency)]
         clock = time.monotonic()
@@ -625,6 +639,29 @@ def votes_to_reach(run: dict[str, Any], target: float) -> float:
     return float(votes[hit[0]]) if len(hit) else float("inf")
 
 
+def common_target_saving(run: dict[str, Any], reference: dict[str, Any]) -> float:
+    """Votes the reference needs over votes ``run`` needs, to reach the lower of their final accuracies.
+
+    Unlike "votes to reach the reference's final accuracy", it exists for every pair (each run
+    reaches its own final accuracy), and it is symmetric: two runs of one arm give 1.0x on
+    average, which is what the null arm checks.
+    """
+    target = min(curve(run)[1][-1], curve(reference)[1][-1])
+    return votes_to_reach(reference, target) / max(1.0, votes_to_reach(run, target))
+
+
+def saving_interval(savings: Sequence[float]) -> tuple[float, float, float]:
+    """Geometric mean of paired savings and its 95 % t-interval (on the log ratios)."""
+    from scipy import stats
+
+    logs = np.log(np.asarray(savings, dtype=float))
+    mean = float(logs.mean())
+    if len(logs) < 2:
+        return float(np.exp(mean)), float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs)))
+    return float(np.exp(mean)), float(np.exp(mean - half)), float(np.exp(mean + half))
+
+
 def accuracy_at(run: dict[str, Any], grid: np.ndarray) -> np.ndarray:
     """Accuracy at each vote count of ``grid`` (the last snapshot at or before it; NaN past the run)."""
     votes, accuracy = curve(run)
@@ -682,6 +719,21 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
             f"| {saving_text} "
             f"| {mean_sd([r['jobs'].get('retrain', 0) for r in rows], '{:.0f}')} "
             f"| {mean_sd([r['campaign_s'] for r in rows], '{:.0f}')} s |"
+        )
+    lines.append("")
+    for arm in arms:
+        pairs = [(by[(arm, s)], by[(reference, s)]) for s in seeds if (arm, s) in by and (reference, s) in by]
+        if arm == reference or not pairs:
+            continue
+        mean, low, high = saving_interval([common_target_saving(run, ref) for run, ref in pairs])
+        verdict = ""
+        if arm.endswith("n") and arm[1:-1] == reference[1:]:
+            inside = low <= 1.0 <= high
+            verdict = " - the null test " + ("passes (1.0x inside)" if inside else "FAILS (1.0x outside)")
+        lines.append(
+            f"- {arm} vs {reference}, saving at the common target (the lower final accuracy of each pair), paired "
+            f"by seed: {mean:.2f}x [{low:.2f}, {high:.2f}] (geometric mean, 95 % t-interval over {len(pairs)} "
+            f"seeds){verdict}"
         )
     for b_arm in [a for a in arms if a.partition(":")[0] == "b"]:
         c_arm = "c" + b_arm[1:]

@@ -1,0 +1,50 @@
+"""The replay's saving statistic and its null arm (bench.campaign), on made-up curves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.campaign import common_target_saving, parse_arm, saving_interval, summarise
+
+
+def _run(arm: str, seed: int, votes: list[int], accuracy: list[float]) -> dict:
+    snapshots = [
+        {"votes": v, "accuracy": a, "recall": {"FRI": a}, "retired": v // 5, "assisted": 0, "assisted_correct": 0}
+        for v, a in zip(votes, accuracy, strict=True)
+    ]
+    return {"arm": arm, "seed": seed, "snapshots": snapshots, "jobs": {}, "campaign_s": 1.0}
+
+
+def test_the_null_arm_is_the_reference_arm_on_its_own_stream() -> None:
+    null, reference = parse_arm("a5n"), parse_arm("a5")
+    assert (null.retire_after, null.policy, null.learning, null.stream) == (5, "random", False, 1)
+    assert reference.stream == 0
+    with pytest.raises(Exception, match="unknown arm"):
+        parse_arm("a5n:0.9")
+
+
+def test_the_common_target_saving_exists_for_every_pair_and_is_symmetric() -> None:
+    fast = _run("b", 0, [100, 200, 300, 400], [0.5, 0.7, 0.8, 0.80])
+    slow = _run("a5", 0, [100, 200, 300, 400], [0.4, 0.5, 0.7, 0.85])
+    # slow ends higher: the target is fast's final 0.80, which slow reaches only at 400 votes
+    assert common_target_saving(fast, slow) == pytest.approx(400 / 300)
+    assert common_target_saving(slow, fast) == pytest.approx(300 / 400)
+    assert common_target_saving(fast, fast) == 1.0
+
+
+def test_the_interval_is_on_log_ratios_and_the_summary_says_whether_the_null_passes() -> None:
+    mean, low, high = saving_interval([2.0, 0.5, 1.0])
+    assert mean == pytest.approx(1.0) and low < 1.0 < high
+    mean, low, high = saving_interval([2.0, 2.2, 1.8])
+    assert low > 1.0
+    curve = [100, 200, 300]
+    runs = [_run("a5", s, curve, [0.5, 0.6, 0.7]) for s in range(3)]
+    runs += [_run("a5n", s, curve, [0.5 + d, 0.6 + d, 0.7]) for s, d in enumerate([0.05, -0.05, 0.0])]
+    runs += [_run("b", s, curve, [0.7, 0.7 + 0.01 * s, 0.75]) for s in range(3)]
+    text = "\n".join(summarise(runs, "a5"))
+    assert "a5n vs a5" in text and "the null test passes" in text
+    b_line = next(line for line in text.splitlines() if line.startswith("- b vs a5"))
+    assert "null test" not in b_line and float(b_line.split(": ")[1].split("x")[0]) == pytest.approx(
+        np.exp(np.mean(np.log([300 / 100] * 3))), rel=0.01
+    )
