@@ -288,8 +288,11 @@ RGZ_CHUNK_RETRIES = env_int("RGZ_CHUNK_RETRIES", 3, minimum=0)
 # For the test suite's worker only: lets a job's "fail_chunks_once" parameter fail chunks on purpose.
 RGZ_ALLOW_FAULT_INJECTION = env_bool("RGZ_ALLOW_FAULT_INJECTION", False)
 # Similarity search is exact (one matrix-vector product over the unit rows) up to this many
-# embedded sources; above it the index job builds an approximate index (see ml.ann).
-RGZ_EXACT_SEARCH_MAX_ROWS = env_int("RGZ_EXACT_SEARCH_MAX_ROWS", 200_000, minimum=1)
+# embedded sources; above it the index job builds an approximate index (faiss IVF, see ml.ann).
+# 150k x 512 is the largest size whose exact p95 stayed under 50 ms per query on a 2-core machine
+# (200k: 52-58 ms; docs/benchmarks.md, "Similarity search past one million"); raise it on faster
+# CPUs to keep exact answers longer.
+RGZ_EXACT_SEARCH_MAX_ROWS = env_int("RGZ_EXACT_SEARCH_MAX_ROWS", 150_000, minimum=1)
 # Largest image a FITS file may declare (pixels); checked before any pixel is read or decompressed,
 # so a small file declaring a huge image (or a gzip bomb) fails alone instead of exhausting memory.
 RGZ_MAX_IMAGE_PIXELS = env_int("RGZ_MAX_IMAGE_PIXELS", 100_000_000, minimum=22_500)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 from collections import Counter
 from datetime import timedelta
@@ -22,41 +23,74 @@ from rgzlabel.labelling.services import default_workflow
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 from rgzlabel.science.exports import anonymise_volunteer
 
-#: Points drawn on the embedding map at most; a random (seeded) subset beyond that.
-MAP_POINTS = 20_000
+#: Points drawn on the embedding map at most; a random (seeded) subset beyond that. The browser
+#: draws 100k points on a canvas in milliseconds (docs/benchmarks.md, "The embedding map").
+MAP_POINTS = 100_000
 
 
-# --- embeddings held in memory per process -------------------------------------------------------
+# --- embeddings shared by the processes of one machine ------------------------------------------
 @lru_cache(maxsize=2)
-def _normalised(embedding_set_id: int, path: str) -> tuple[np.ndarray, np.ndarray]:
-    """(source ids, unit rows) of an embedding set; cached, since a set never changes once written."""
-    from ml.embedding_store import read_embeddings
-    from ml.similarity import normalise
+def _unit_rows(embedding_set_id: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(source ids, unit rows) of an embedding set, both memory-mapped (a set never changes once
+    written): every web process maps the same ``unit.npy`` instead of holding its own copy."""
+    from ml.embedding_store import IDS_FILE, read_unit_rows
 
-    stored = read_embeddings(path)
-    return np.asarray(stored.source_ids), normalise(stored.matrix)
+    unit = read_unit_rows(path)
+    return np.load(Path(path) / IDS_FILE, mmap_mode="r"), unit
 
 
 def active_embeddings() -> tuple[EmbeddingSet, np.ndarray, np.ndarray] | None:
     embedding_set = EmbeddingSet.objects.filter(is_active=True).first()
     if embedding_set is None:
         return None
-    ids, matrix = _normalised(embedding_set.pk, embedding_set.path)
+    ids, matrix = _unit_rows(embedding_set.pk, embedding_set.path)
     return embedding_set, ids, matrix
+
+
+@lru_cache(maxsize=2)
+def _opened_search(embedding_set_id: int, path: str, index_stamp: int) -> Any:
+    """An embedding set's similarity search, opened once per process (``index_stamp``: the index
+    file's mtime, 0 without one, so an index the index job writes later is picked up).
+
+    Holds memory maps only (``ml.ann``): the unit rows, and the approximate index where the set
+    has one; the pages are shared by every process of the machine.
+    """
+    from ml.ann import open_search
+
+    return open_search(path)
+
+
+def _similarity_search(embedding_set: EmbeddingSet) -> Any:
+    """The set's search: its approximate index once built, exact search otherwise; an index file
+    that cannot be used is logged (naming the file and why) and the set searched exactly."""
+    import logging
+    import os
+
+    from ml.ann import INDEX_FILE, Search
+    from ml.embedding_store import read_unit_rows
+    from ml.errors import DataError
+
+    try:
+        stamp = os.stat(Path(embedding_set.path) / INDEX_FILE).st_mtime_ns
+    except FileNotFoundError:
+        stamp = 0
+    try:
+        return _opened_search(embedding_set.pk, embedding_set.path, stamp)
+    except DataError as exc:
+        logging.getLogger(__name__).error("similarity search of %s falls back to exact: %s", embedding_set, exc)
+        return Search(unit=read_unit_rows(embedding_set.path))
 
 
 def similar_sources(source: Source, k: int = 12) -> list[tuple[Source, float]]:
     """The ``k`` sources nearest to ``source`` by cosine similarity of the active embeddings."""
-    from ml.similarity import top_k
-
     active = active_embeddings()
     if active is None:
         return []
-    _, ids, matrix = active
+    embedding_set, ids, matrix = active
     row = np.flatnonzero(ids == source.pk)
     if len(row) == 0:
         return []
-    rows, scores = top_k(matrix, matrix[row[0]], k, exclude=row)
+    rows, scores = _similarity_search(embedding_set).search(matrix[row[0]], k, exclude=row)
     neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
     return [(neighbours[int(ids[r])], float(s)) for r, s in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
 
@@ -127,7 +161,6 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
         )
     # Only now torch (seconds to import): a refused file is answered without it.
     from ml.embed import embed
-    from ml.similarity import top_k
 
     # Looked at the way the stored rows were, or the cosines would compare different things.
     checkpoint = embedding_set.encoder.checkpoint_path
@@ -136,7 +169,7 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
     except OSError as exc:
         raise SearchError(f"the active encoder's checkpoint cannot be read: {exc}") from exc
     query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]  # type: ignore[arg-type]
-    rows, scores = top_k(matrix, query, k)
+    rows, scores = _similarity_search(embedding_set).search(query, k)
     neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
     return [(neighbours[int(ids[r])], float(v)) for r, v in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]
 
@@ -384,72 +417,159 @@ def loss_plot(encoder: EncoderVersion | None, running: Job | None = None) -> byt
 
 
 def embedding_map(colour_by: str = "consensus") -> dict[str, Any]:
-    """2-D projection (PCA) of the active embeddings with a colour value per point.
+    """The active embedding set's 2-D map with a colour value per point, as columns.
 
-    The projection is computed once per embedding set and kept beside its matrix.
+    The map is the index job's UMAP layout (:func:`ml.layout.build_map`, ``map_umap.npy`` in
+    the set's folder): read here, never computed in a request. Until the job has made it, the
+    first two principal components stand in (computed once per set and kept beside it as
+    ``map_pca2.npy``), and the note says so and whether the UMAP map is on its way.
+
+    Points come as parallel lists (4.8 MB of JSON at 100k points, 1.3 MB gzipped, where a
+    list of objects would be 7.9 MB): ``ids``, ``names``, ``x``, ``y`` and ``values``, where a
+    value is a number, None, or, with ``categories``, an index into that list of labels.
+
+    Raises:
+        ValueError: An unknown colouring.
     """
+    if colour_by not in MAP_COLOURINGS:
+        raise ValueError(f"unknown colouring {colour_by!r}: use consensus, prediction, uncertainty or size")
     active = active_embeddings()
     pretraining = pretraining_status()
     if active is None:
         note = f"The first embedding comes {pretraining['when']}." if pretraining else ""
-        return {"points": [], "method": None, "note": note}
+        return {
+            "method": None,
+            "colour_by": colour_by,
+            "note": note,
+            "n_sources": 0,
+            **_map_columns([], np.empty((0, 2)), {}, {}),
+        }
     embedding_set, ids, matrix = active
-    note = ""
+    notes = []
     if embedding_set.encoder is None:
-        note = "This is the cold-start embedding (pixel PCA); the encoder's map comes " + (
-            pretraining["when"] + "." if pretraining else "once an encoder is pretrained (a pretrain job at /jobs/)."
-        )
-    cache = Path(embedding_set.path) / "map_pca2.npy"
-    if cache.exists():
-        coords = np.load(cache)
-    else:
-        from sklearn.decomposition import PCA
-
-        coords = PCA(n_components=2, random_state=0).fit_transform(matrix).astype(np.float32)
-        np.save(cache, coords)
+        later = pretraining["when"] if pretraining else "once an encoder is pretrained (a pretrain job at /jobs/)"
+        notes.append(f"This is the cold-start embedding (pixel PCA); the encoder's map comes {later}.")
+    coords, method, why_not_umap = _map_coordinates(embedding_set, matrix)
+    if why_not_umap:
+        notes.append(why_not_umap)
     rows = np.arange(len(ids))
     if len(rows) > MAP_POINTS:
         rows = np.sort(np.random.default_rng(0).choice(rows, MAP_POINTS, replace=False))
-    chosen = [int(i) for i in ids[rows]]
+    chosen = np.asarray(ids[rows], dtype=np.int64)
     values = _map_values(chosen, colour_by, embedding_set)
-    names = dict(Source.objects.filter(pk__in=chosen).values_list("pk", "name"))  # for the map's table
+    names = _source_names(chosen)  # for the hover, the keyboard walk and the table
     return {
-        "method": "PCA",
+        "method": method,
         "colour_by": colour_by,
         "embedding": embedding_set.encoder.name if embedding_set.encoder else "pixel PCA (cold start)",
-        "note": note,
-        "points": [
-            {
-                "id": sid,
-                "name": names.get(sid, ""),
-                "x": round(float(coords[r, 0]), 4),
-                "y": round(float(coords[r, 1]), 4),
-                "v": values.get(sid),
-            }
-            for sid, r in zip(chosen, rows, strict=True)
-        ],
+        "note": " ".join(notes),
+        "n_sources": len(ids),
+        **_map_columns(chosen.tolist(), np.asarray(coords[rows]), values, names),
     }
 
 
-def _map_values(source_ids: list[int], colour_by: str, embedding_set: EmbeddingSet) -> dict[int, Any]:
+#: The colourings of the map: consensus label, the active classifier's prediction and its
+#: uncertainty (1 - top probability), angular size.
+MAP_COLOURINGS = ("consensus", "prediction", "uncertainty", "size")
+
+
+def _map_coordinates(embedding_set: EmbeddingSet, matrix: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """(N x 2 coordinates, method for people, why the UMAP map is not shown or "")."""
+    from ml.errors import ShapeMismatchError
+    from ml.layout import read_map, read_map_info
+
+    folder = Path(embedding_set.path)
+    try:
+        coords = read_map(folder)
+    except ShapeMismatchError:
+        coords, problem = None, "The stored UMAP map does not fit this embedding set: run its index job again."
+    else:
+        problem = ""
+    if coords is not None:
+        info = read_map_info(folder) or {}
+        if info.get("method", "umap") == "umap":
+            return coords, "UMAP", ""
+        return coords, "PCA", f"PCA, not UMAP: {info.get('reason', 'the set is too small for UMAP')}."
+    if not problem:
+        job = _index_job_for(embedding_set)
+        problem = (
+            f"The UMAP map is being computed (index job #{job.pk}, {job.state}, {100 * job.progress:.0f} %); "
+            "until it is ready this is the PCA projection."
+            if job
+            else "There is no UMAP map of this embedding yet: an index job makes it (an admin can start one "
+            "at /jobs/); until then this is the PCA projection."
+        )
+    cache = folder / "map_pca2.npy"
+    if cache.exists():
+        return np.load(cache), "PCA", problem
+    from sklearn.decomposition import PCA
+
+    coords = PCA(n_components=2, random_state=0).fit_transform(matrix).astype(np.float32)
+    partial = folder / f".map_pca2.{os.getpid()}.partial.npy"
+    np.save(partial, coords)
+    os.replace(partial, cache)  # whole or absent for another process reading it
+    return coords, "PCA", problem
+
+
+def _index_job_for(embedding_set: EmbeddingSet) -> Job | None:
+    """The queued or running index job that will map this set (one without a set maps the active one)."""
+    for job in Job.objects.filter(kind=Job.Kind.INDEX, state__in=Job.ACTIVE_STATES).order_by("created_at"):
+        if (job.params or {}).get("embedding_set") in (None, "", embedding_set.pk, str(embedding_set.pk)):
+            return job
+    return None
+
+
+def _map_columns(ids: list[int], coords: np.ndarray, values: dict[int, Any], names: dict[int, str]) -> dict[str, Any]:
+    """The points as parallel lists; coordinates rounded to 1/10,000 of the map's extent."""
+    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    extent = float(np.ptp(coords, axis=0).max()) if len(coords) else 0.0
+    decimals = int(max(0, 4 - np.floor(np.log10(extent)))) if extent > 0 else 4
+    coords = np.round(coords, decimals)
+    column = [values.get(i) for i in ids]
+    labels = sorted({v for v in column if isinstance(v, str)})
+    if labels:  # a label per point as an index into the categories: a fraction of the bytes
+        index = {label: n for n, label in enumerate(labels)}
+        column = [index[v] if isinstance(v, str) else None for v in column]
+    return {
+        "count": len(ids),
+        "ids": ids,
+        "names": [names.get(i, "") for i in ids],
+        "x": coords[:, 0].tolist(),
+        "y": coords[:, 1].tolist(),
+        "values": column,
+        "categories": labels or None,
+    }
+
+
+#: Above this many ids a lookup reads the whole table rather than an IN list of the ids
+#: (SQLite refuses more than 32,766 parameters; the table is about the size of the map).
+_IN_LIST_MAX = 5_000
+
+
+def _source_names(source_ids: np.ndarray) -> dict[int, str]:
+    sources = Source.objects.all()
+    if len(source_ids) <= _IN_LIST_MAX:
+        sources = sources.filter(pk__in=source_ids.tolist())
+    return dict(sources.values_list("pk", "name"))
+
+
+def _map_values(source_ids: np.ndarray, colour_by: str, embedding_set: EmbeddingSet) -> dict[int, Any]:
+    few = len(source_ids) <= _IN_LIST_MAX
     if colour_by == "consensus":
-        workflow = default_workflow()
-        return dict(
-            Subject.objects.filter(workflow=workflow, source_id__in=source_ids)
-            .exclude(consensus_label="")
-            .values_list("source_id", "consensus_label")
-        )
+        subjects = Subject.objects.filter(workflow=default_workflow()).exclude(consensus_label="")
+        if few:
+            subjects = subjects.filter(source_id__in=source_ids.tolist())
+        return dict(subjects.values_list("source_id", "consensus_label"))
     if colour_by == "size":
-        return dict(
-            Source.objects.filter(pk__in=source_ids, angular_size_arcsec__isnull=False).values_list(
-                "pk", "angular_size_arcsec"
-            )
-        )
+        sized = Source.objects.filter(angular_size_arcsec__isnull=False)
+        if few:
+            sized = sized.filter(pk__in=source_ids.tolist())
+        return {pk: round(size, 2) for pk, size in sized.values_list("pk", "angular_size_arcsec") if size is not None}
     if colour_by in {"prediction", "uncertainty"}:
         from rgzlabel.science.predictions import predict_sources
 
         classifier = ClassifierVersion.objects.filter(is_active=True, embedding_set=embedding_set).first()
-        scored = predict_sources(source_ids, classifier) if classifier else None
+        scored = predict_sources(source_ids.tolist(), classifier) if classifier else None
         if scored is None:
             return {}
         if colour_by == "prediction":

@@ -36,6 +36,16 @@ def embedded(make_source):
     return sources
 
 
+def plotted(data: dict) -> list[dict]:
+    """The map's columns (ids, names, x, y, values coded by categories) as one dict per point."""
+    categories = data["categories"] or []
+    columns = zip(data["ids"], data["names"], data["x"], data["y"], data["values"], strict=True)
+    return [
+        {"id": i, "name": name, "x": x, "y": y, "v": categories[v] if categories and v is not None else v}
+        for i, name, x, y, v in columns
+    ]
+
+
 def page_urls(source_id: int) -> list[str]:
     return [
         reverse("science:dashboard"),
@@ -98,10 +108,10 @@ def test_the_map_gives_a_point_per_source_coloured_by_consensus(
     served_vote(volunteer, embedded[3].pk, "hybrid", workflow)
     client.force_login(scientist_user)
     data = client.get(reverse("science:map-data"), {"colour": "consensus"}).json()
-    assert data["method"] == "PCA" and len(data["points"]) == 10
-    values = {p["id"]: p["v"] for p in data["points"]}
+    assert data["method"] == "PCA" and data["count"] == 10 and len(plotted(data)) == 10
+    values = {p["id"]: p["v"] for p in plotted(data)}
     assert values[embedded[3].pk] == "hybrid" and values[embedded[4].pk] is None
-    names = {p["id"]: p["name"] for p in data["points"]}  # the map's text alternative lists them
+    names = {p["id"]: p["name"] for p in plotted(data)}  # the map's text alternative lists them
     assert names[embedded[3].pk] == embedded[3].name
     assert client.get(reverse("science:map-data"), {"colour": "nonsense"}).status_code == 400
 
@@ -149,4 +159,4 @@ def test_the_source_page_and_map_show_the_active_classifiers_prediction(client, 
     page = client.get(reverse("science:source", args=[embedded[0].pk])).content.decode()
     assert f"Classifier {classifier.pk} (active):" in page and "hybrid 0.000" in page
     data = client.get(reverse("science:map-data"), {"colour": "prediction"}).json()
-    assert {p["v"] for p in data["points"]} <= {"FRI", "FRII"} and len(data["points"]) == 10
+    assert {p["v"] for p in plotted(data)} <= {"FRI", "FRII"} and len(plotted(data)) == 10

@@ -113,7 +113,7 @@ def test_while_pretraining_runs_search_and_map_say_when_the_encoder_comes(
     page = client.post(reverse("science:search"), {"fits": upload}).content.decode()
     assert "needs a pretrained encoder" in page and when in page
     data = client.get(reverse("science:map-data")).json()
-    assert len(data["points"]) == 3 and "cold-start embedding (pixel PCA)" in data["note"] and when in data["note"]
+    assert data["count"] == 3 and "cold-start embedding (pixel PCA)" in data["note"] and when in data["note"]
     assert when in client.get(reverse("science:map")).content.decode()
 
 
