@@ -60,9 +60,7 @@ def prepare_database(url: str, n_sources: int, n_volunteers: int) -> list[str]:
     import django
 
     django.setup()
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
     from ml.thumbnail import render_thumbnail
@@ -93,10 +91,21 @@ def prepare_database(url: str, n_sources: int, n_volunteers: int) -> list[str]:
     for subject, priority in zip(subjects, rng.random(len(subjects)) + 1e-6, strict=True):
         subject.priority = float(priority)
     Subject.objects.bulk_update(subjects, ["priority"], batch_size=2000)
-    keys = []
     User = get_user_model()
-    for i in range(n_volunteers):
-        user = User.objects.create_user(f"load{i}")
+    return session_keys([User.objects.create_user(f"load{i}") for i in range(n_volunteers)])
+
+
+def session_keys(users: list) -> list[str]:
+    """A logged-in session per user, stored in the database; their keys (the ``sessionid`` cookies).
+
+    The server must share this process's ``DJANGO_SECRET_KEY`` to read them.
+    """
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    keys = []
+    for user in users:
         session = SessionStore()
         session[SESSION_KEY] = str(user.pk)
         session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
