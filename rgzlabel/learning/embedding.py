@@ -302,9 +302,8 @@ def index_job(job: Job, context: JobContext) -> dict[str, Any]:
     process, never computed in a request.
     """
     from ml.ann import build_index
-    from ml.layout import build_map
-
     from ml.embedding_store import read_unit_rows
+    from ml.layout import build_map
 
     if job.params.get("embedding_set") in (None, ""):
         embedding_set = EmbeddingSet.objects.filter(is_active=True).first()
