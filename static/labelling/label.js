@@ -137,7 +137,16 @@
     if (next !== undefined) enqueue(next);
     if (!queue.length) await fill();
     show(queue.shift() || null);
-    if (queue.length < QUEUE_SIZE && next === undefined) fill();
+    if (next === undefined) topUp(); // an answer with `next` (even none) spares a request ...
+    else if (filling) filling.then(topUp); // ... unless a fill under way may stop short on it
+  }
+
+  // Fill the queue if it is short, also when a fill already under way ends short: its answer
+  // may have been the subject an answer's `next` brought meanwhile (then it stops at a duplicate).
+  function topUp() {
+    if (queue.length >= QUEUE_SIZE) return;
+    if (filling) filling.then(topUp);
+    else fill();
   }
 
   function setBusy(value) {

@@ -136,6 +136,8 @@ def test_the_page_prefetches_a_queue_and_gives_back_what_it_will_not_show(
     held = Assignment.objects.filter(volunteer=volunteer)
     page.goto(f"{live_server.url}/label/")
     wait_until(lambda: held.count() == 4)  # the shown subject and a queue of three
+    # ... and the page has them all (its last `next` may still be on its way when the server holds it).
+    page.wait_for_function("() => (document.querySelector('#labeller').dataset.held || '').split(' ').length === 4")
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url) if "/label/api/" in request.url else None)
 
