@@ -353,8 +353,19 @@ def step_bulk(context: dict[str, Any]) -> dict[str, Any]:
     cpu = time.process_time()
     progress = {"last": 0}
 
+    def preprocessed(pool) -> Any:
+        # Two windows in flight at most: Pool.imap queues results without bound when the helper
+        # runs ahead of the ingest, which would put the bench's own backlog in the peak RSS.
+        windows = [range(a, min(a + 2000, indices.stop)) for a in range(indices.start, indices.stop, 2000)]
+        pending = pool.imap(_preprocessed, windows[0], chunksize=64) if windows else iter(())
+        for k in range(len(windows)):
+            current = pending
+            if k + 1 < len(windows):
+                pending = pool.imap(_preprocessed, windows[k + 1], chunksize=64)
+            yield from current
+
     def records(pool) -> Any:
-        for index, cutout in pool.imap(_preprocessed, indices, chunksize=64):
+        for index, cutout in preprocessed(pool):
             # What read_fits_records makes of the file (no path: the file is never written).
             yield SourceRecord(
                 name=names[str(index)].removesuffix(".fits"),
@@ -629,14 +640,26 @@ def run_product_job(kind: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_existing_job(job_id: int) -> dict[str, Any]:
+    """Run a queued job here; a job handed off in chunks (``rgzlabel.learning.chunks``) has its
+    chunks run here too, one after another, as a single worker on its queue would run them."""
     from rgzlabel.learning.jobs import run_job
     from rgzlabel.learning.models import Job
 
-    run_job(job_id)
+    outcome = run_job(job_id)
+    chunks = 0
+    if outcome.get("handed_off"):
+        from rgzlabel.learning.chunks import run_chunk
+        from rgzlabel.learning.models import JobChunk
+
+        for chunk_id in JobChunk.objects.filter(job_id=job_id).order_by("index").values_list("pk", flat=True):
+            answer = run_chunk(chunk_id)
+            chunks += 1
+            if answer.get("state") not in ("succeeded", None) or answer.get("job_failed"):
+                raise StepFailed(f"chunk {chunk_id} of job {job_id}: {answer}")
     job = Job.objects.get(pk=job_id)
     if job.state != Job.State.SUCCEEDED:
         raise StepFailed(f"{job.kind} job {job.pk} {job.state}: {job.error}")
-    return dict(job.result)
+    return {**job.result, "chunks_run_here": chunks}
 
 
 def timed_job(kind: str, params: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -753,6 +776,7 @@ def step_sessions(context: dict[str, Any]) -> dict[str, Any]:
 
     from bench.load_labelling import session_keys
     from rgzlabel.catalog.models import Source
+    from rgzlabel.learning.models import EmbeddingSet
 
     User = get_user_model()
     active = list(
@@ -768,10 +792,14 @@ def step_sessions(context: dict[str, Any]) -> dict[str, Any]:
         active[i][0] for i in rng.choice(np.arange(2, len(active)), context["web_volunteers"] - 2, replace=False)
     ]
     volunteers = list(User.objects.filter(pk__in=chosen))
-    scientist = User.objects.create_user("survey-scale-scientist", is_staff=True)
+    scientist = User.objects.filter(username="survey-scale-scientist").first() or User.objects.create_user(
+        "survey-scale-scientist", is_staff=True
+    )
     sample = rng.choice(Source.objects.count(), 50, replace=False)
     ids = list(Source.objects.order_by("pk").values_list("pk", "ra_deg", "dec_deg"))
+    active_set = EmbeddingSet.objects.filter(is_active=True).first()
     return {
+        "active_set": active_set.method if active_set is not None else None,
         "volunteers": session_keys(volunteers),
         "volunteer_votes": [n for pk, n in active if pk in set(chosen)],
         "scientist": session_keys([scientist])[0],
@@ -804,6 +832,19 @@ def step_export(context: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "bytes": size, "rss_before_mib": rss_before}
 
 
+def step_stale_jobs(context: dict[str, Any]) -> dict[str, Any]:
+    """Fail the jobs a stopped step left queued or running: they would block singleton kinds for good."""
+    from django.utils import timezone
+
+    from rgzlabel.learning.models import Job
+
+    stale = Job.objects.filter(state__in=Job.ACTIVE_STATES).update(
+        state=Job.State.FAILED, error="stopped by bench.survey_scale (over its limit, or the run was interrupted)",
+        finished_at=timezone.now(),
+    )  # fmt: skip
+    return {"jobs": stale}
+
+
 def step_database_size(context: dict[str, Any]) -> dict[str, Any]:
     from django.conf import settings
     from django.db import connection
@@ -832,6 +873,7 @@ STEPS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "sessions": step_sessions,
     "export": step_export,
     "database_size": step_database_size,
+    "stale_jobs": step_stale_jobs,
 }
 
 
@@ -862,6 +904,8 @@ class Run:
     args: argparse.Namespace
     work: Path
     results: dict[str, Any] = field(default_factory=dict)
+    #: Continuing an interrupted run (``--resume``): its database and finished steps are kept.
+    resuming: bool = False
 
     @property
     def sqlite(self) -> bool:
@@ -978,12 +1022,22 @@ def _wait_polling(process: subprocess.Popen, deadline: float, peaks: dict[str, f
         time.sleep(0.2)
 
 
-def step(run: Run, name: str, *, key: str | None = None, limit_s: float | None = None, **extra: Any) -> dict[str, Any]:
-    """Run step ``name`` of ``run`` in a child process; its result with wall time, CPU and peak RSS."""
+def step(
+    run: Run, name: str, *, key: str | None = None, limit_s: float | None = None, cache: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """Run step ``name`` of ``run`` in a child process; its result with wall time, CPU and peak RSS.
+
+    With ``--resume`` a step that has a result already (finished, or stopped at its limit) is not
+    run again (``cache=False``: always run).
+    """
     key = key or name
     steps = run.work / "steps"
     steps.mkdir(exist_ok=True)
     result_path = steps / f"{run.size}-{key}.json"
+    if run.resuming and cache and result_path.exists():
+        run.results[key] = json.loads(result_path.read_text())
+        print(f"[{run.size}] {key}: reusing the result of the interrupted run", flush=True)
+        return run.results[key]
     result_path.unlink(missing_ok=True)
     context_path = steps / f"{run.size}-{key}.context.json"
     context_path.write_text(json.dumps(run.context(result=str(result_path), **extra)))
@@ -1003,7 +1057,10 @@ def step(run: Run, name: str, *, key: str | None = None, limit_s: float | None =
         result = {"ok": False, "error": f"the step's process exited with {status} and no result (see its log)"}
     result.update(wall_s=wall, **usage)
     result["peak_rss_mib"] = max(usage["peak_rss_mib"], result.get("own_peak_rss_mib") or 0.0)
+    result_path.write_text(json.dumps(result, default=str))
     run.results[key] = result
+    if status is None:
+        step(run, "stale_jobs", key=f"stale_jobs-after-{key}", cache=False)
     shown = f"{result.get('seconds', wall):.1f} s, peak RSS {usage['peak_rss_mib']:.0f} MiB"
     print(f"[{run.size}] {key}: {shown}" if result["ok"] else f"[{run.size}] {key} FAILED: {result['error']}",
           flush=True)  # fmt: skip
@@ -1012,6 +1069,11 @@ def step(run: Run, name: str, *, key: str | None = None, limit_s: float | None =
 
 def ingest_fits(run: Run) -> dict[str, Any]:
     """``manage.py ingest`` of the FITS files (serial): files/s of wall time and per CPU-second."""
+    saved = run.work / "steps" / f"{run.size}-ingest_fits.json"
+    if run.resuming and saved.exists():
+        run.results["ingest_fits"] = json.loads(saved.read_text())
+        print(f"[{run.size}] ingest_fits: reusing the result of the interrupted run", flush=True)
+        return run.results["ingest_fits"]
     folder = run.work / "fits"
     files = sorted(folder.glob("*.fits"))[: run.n_fits] if run.n_fits < len(list(folder.glob("*.fits"))) else None
     if files is not None:
@@ -1043,6 +1105,7 @@ def ingest_fits(run: Run) -> dict[str, Any]:
     if not ok:
         result["error"] = "stopped: over the limit" if status is None else f"manage.py ingest exited with {status}"
     run.results["ingest_fits"] = result
+    saved.write_text(json.dumps(result))
     print(f"[{run.size}] ingest_fits: {wall:.1f} s, {result['files_per_s']:.0f} files/s, "
           f"{result['files_per_cpu_s']:.0f} per CPU-s" + ("" if ok else f" FAILED: {result['error']}"),
           flush=True)  # fmt: skip
@@ -1185,7 +1248,8 @@ def measure_web(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
     web: dict[str, Any] = {"workers": args.web_workers}
     try:
         pids = web_workers(server)
-        web["pages"] = measure_pages(run, sessions)
+        web["pages"] = measure_pages(run, sessions, on_search=lambda: web.update(memory_before_search={
+            str(pid): process_memory(pid) for pid in web_workers(server)}))  # fmt: skip
         web["labelling"] = measure_labelling(args, sessions)
         web["memory_after_pages"] = {str(pid): process_memory(pid) for pid in pids}
         web["exports"] = measure_exports(run, sessions, server)
@@ -1204,8 +1268,11 @@ def measure_web(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
     return web
 
 
-def measure_pages(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
-    """Each page: the first request (cold caches) and p50 / p95 of ``--page-repeats`` more."""
+def measure_pages(run: Run, sessions: dict[str, Any], on_search: Callable[[], None]) -> dict[str, Any]:
+    """Each page: the first request (cold caches) and p50 / p95 of ``--page-repeats`` more.
+
+    ``on_search`` is called before the first search by image (the first request to import torch).
+    """
     args = run.args
     client = Client(args.port, sessions["scientist"], args.request_timeout)
     sources = sessions["sources"]
@@ -1218,13 +1285,20 @@ def measure_pages(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
         ("source page", lambda i: ("GET", f"/science/sources/{sources[i % len(sources)][0]}/", None, None)),
         ("map page", lambda i: ("GET", "/science/map/", None, None)),
         ("map data (consensus)", lambda i: ("GET", "/science/map.json?colour=consensus", None, None)),
-        ("search by image (POST FITS)", lambda i: ("POST", "/science/search/", search_body, search_type)),
         ("API sources, first page", lambda i: ("GET", "/api/sources/", None, None)),
         ("API sources, cone 10 arcmin", lambda i: ("GET", "/api/sources/?" + urlencode(
             {"ra": sources[i % len(sources)][1], "dec": sources[i % len(sources)][2], "radius": 600}), None, None)),
+        ("search by image (POST FITS)", lambda i: ("POST", "/science/search/", search_body, search_type)),
     ]  # fmt: skip
     results = {}
     for name, make in pages:
+        if name.startswith("search"):
+            if sessions.get("active_set") != "encoder":
+                reason = f"not measured: the active embedding set is {sessions.get('active_set')}, not an encoder's"
+                results[name] = {"requests": 0, "errors": 1, "error": reason, "first_ms": None, "skipped": True}
+                print(f"[{run.size}] page {name}: {reason}", flush=True)
+                continue
+            on_search()
         answers = []
         for i in range(args.page_repeats + 1):
             method, path, body, content_type = make(i)
@@ -1332,11 +1406,16 @@ def drop_database(run: Run) -> None:
 
 
 def measure_size(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Every step at one size, on a fresh database and data folder."""
+    """Every step at one size, on a fresh database and data folder (or those of an interrupted run)."""
     run = Run(args.current_size, args, work)
-    shutil.rmtree(run.data_dir, ignore_errors=True)
-    run.data_dir.mkdir(parents=True)
-    reset_database(run)
+    run.resuming = args.resume and (run.data_dir / "interrupted").exists()
+    if run.resuming:
+        print(f"[{run.size}] resuming the interrupted run", flush=True)
+        step(run, "stale_jobs", key="stale_jobs-on-resume", cache=False)
+    else:
+        shutil.rmtree(run.data_dir, ignore_errors=True)
+        run.data_dir.mkdir(parents=True)
+        reset_database(run)
     started = time.monotonic()
     try:
         prepare_files(run)
@@ -1375,15 +1454,20 @@ def measure_size(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 if not export["ok"]:  # what the export costs when nothing stops it
                     dataset, file_format = key.split(".")
                     export["in_process"] = step(run, "export", key=f"export-{key}", export=[dataset, file_format])
-        run.results["database_size"] = step(run, "database_size")
+        run.results["database_size"] = step(run, "database_size", cache=False)
         sessions = run.results.get("sessions", {})
         for secret in ("volunteers", "scientist"):  # session keys: no use once the database is gone
             sessions.pop(secret, None)
-    finally:
-        run.results["total_s"] = time.monotonic() - started
-        if not args.keep:
-            drop_database(run)
-            shutil.rmtree(run.data_dir, ignore_errors=True)
+    except BaseException:
+        # Interrupted (or broken): the database and the finished steps stay for --resume.
+        (run.data_dir / "interrupted").touch()
+        print(f"[{run.size}] stopped: database and data folder kept; --resume continues from here", flush=True)
+        raise
+    run.results["total_s"] = time.monotonic() - started
+    (run.data_dir / "interrupted").unlink(missing_ok=True)
+    if not args.keep:
+        drop_database(run)
+        shutil.rmtree(run.data_dir, ignore_errors=True)
     return run.results
 
 
@@ -1425,7 +1509,9 @@ def _page(name: str, key: str) -> Callable[[dict[str, Any]], Any]:
         page = results.get("web", {}).get("pages", {}).get(name)
         if page is None:
             return None
-        return Failure(page["error"]) if page["errors"] and key != "first_ms" else page.get(key)
+        if page.get("skipped") or (page["errors"] and key != "first_ms"):
+            return Failure(page["error"])
+        return page.get(key)
 
     return get
 
@@ -1528,6 +1614,12 @@ def metrics() -> list[Metric]:
             )
         )
     rows += [
+        Metric(
+            "web process RSS before the first search by image (largest)",
+            "MiB",
+            "total",
+            _memory("memory_before_search", "rss_mib"),
+        ),
         Metric("web process RSS after the pages (largest)", "MiB", "total", _memory("memory_after_pages", "rss_mib")),
         Metric("web process PSS after the pages (largest)", "MiB", "total", _memory("memory_after_pages", "pss_mib")),
         Metric(
@@ -1640,7 +1732,9 @@ def web_memory_lines(by_size: dict[int, dict[str, Any]]) -> list[str]:
         web = results.get("web")
         if not web:
             continue
-        for when in ("memory_after_pages", "memory_after_exports"):
+        for when in ("memory_before_search", "memory_after_pages", "memory_after_exports"):
+            if when not in web:
+                continue
             each = ", ".join(f"{v['rss_mib']:.0f}/{v['pss_mib']:.0f}" for v in web[when].values())
             lines.append(f"- {size:,} sources, {when.replace('memory_', '').replace('_', ' ')}: RSS/PSS MiB of each "
                          f"of the {len(web[when])} gunicorn workers: {each}")  # fmt: skip
@@ -1724,6 +1818,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep each size's database, data folder and FITS files")
     parser.add_argument("--reuse", action="store_true", help="reuse sizes already measured in --out")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted size from its last step")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--context", type=Path, help=argparse.SUPPRESS)

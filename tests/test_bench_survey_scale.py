@@ -72,24 +72,28 @@ def test_growth_flags_a_step_that_grows_faster_than_linearly():
 
 def test_a_tiny_campaign_runs_every_step_through_the_product(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DJANGO_SECRET_KEY", "survey-scale-test-" + "x" * 40)
+    # The smallest chunk: the encoder embedding of 300 sources is handed off in two chunks.
+    monkeypatch.setenv("RGZ_EMBED_CHUNK_ROWS", "256")
     out = tmp_path / "out"
-    argv = ["--sizes", "90", "--fits", "30", "--volunteers", "20", "--database-url", "sqlite", "--out", str(out),
+    argv = ["--sizes", "300", "--fits", "30", "--volunteers", "20", "--database-url", "sqlite", "--out", str(out),
             "--shared", str(tmp_path / "no-shared-data"), "--dihedral-max", "0", "--page-repeats", "1",
             "--labelling-seconds", "2", "--web-volunteers", "3", "--web-workers", "1", "--no-docs"]  # fmt: skip
 
     assert survey_scale.main(argv) == 0
 
-    results = json.loads((out / "results-90.json").read_text())
+    results = json.loads((out / "results-300.json").read_text())
     for step in ("setup", "bulk", "ingest_fits", "votes", "consensus", "embed_pca", "refresh_cold", "embed_centre",
                  "retrain", "refresh", "sessions", "database_size"):  # fmt: skip
         assert results[step]["ok"], (step, results[step].get("error"))
     assert results["ingest_fits"]["items"] == 30
-    assert results["bulk"]["items"] == 60  # every planned source is its own: nothing merged by position
+    assert results["bulk"]["items"] == 270  # every planned source is its own: nothing merged by position
     votes = results["votes"]
     assert votes["items"] == votes["votes"] + votes["gold_votes"]
-    assert 0 < votes["retired"] < 90 - votes["gold"]
+    assert 0 < votes["retired"] < 300 - votes["gold"]
     assert results["consensus"]["items"] > 0
     assert results["embed_dihedral"]["skipped"]
+    assert results["embed_centre"]["result"]["chunks_run_here"] == 2
+    assert results["embed_centre"]["result"]["n_sources"] == 300
     web = results["web"]
     assert web["labelling"]["next"]["errors"] == 0 and web["labelling"]["votes"] > 0
     assert not {name: page["error"] for name, page in web["pages"].items() if page["errors"]}
@@ -102,7 +106,7 @@ def test_a_tiny_campaign_runs_every_step_through_the_product(tmp_path, monkeypat
     assert f"| votes stored | votes | {votes['items']:,} |" in table
     assert "| database size | MiB |" in table
     record = json.loads((out / "survey_scale.json").read_text())
-    assert record["sizes"] == [90]
-    assert not math.isnan(record["results"]["90"]["total_s"])
+    assert record["sizes"] == [300]
+    assert not math.isnan(record["results"]["300"]["total_s"])
     assert not (out / "work" / "fits").exists()  # the FITS files are removed without --keep
     assert "| step / measure |" in capsys.readouterr().out
