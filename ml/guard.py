@@ -8,7 +8,8 @@ tournament in the spirit of Hsu & Lin (2015, "Active learning by learning"), who
 the accuracy on randomly queried labels:
 
 1. The audit labels (exploration + gold) are split into folds. For each fold, the other
-   labelled sources form a replay pool and the fold is the judge.
+   labelled sources form a replay pool (a random ``REPLAY_POOL_MAX`` of them at most, so the
+   cost does not grow with the campaign) and the fold is the judge.
 2. From one random start inside the replay pool, every candidate policy and ``random``
    choose further sources *among the replay pool* (only those have labels) in a few
    batches; after each batch the classifier is refitted and scored on the held-out fold.
@@ -50,6 +51,10 @@ from ml.policies import COLD_START_POLICY, POLICIES, PolicyConfigError, policy_i
 BASELINE = "random"
 #: Fractions of the replay pool labelled after each replayed batch (the first is the random start).
 REPLAY_FRACTIONS = (0.1, 0.2, 0.3, 0.4)
+#: Labelled rows one replay chooses among, at most: a random subset of the campaign's labels
+#: beyond this, so the tournament's cost stops growing with the campaign (at 10k sources and
+#: ~7k labels the uncapped replays ran for over 45 minutes). The judges are never subsampled.
+REPLAY_POOL_MAX = 1000
 #: Below this many unbiased labels no policy is judged and random runs.
 MIN_AUDIT = 20
 #: The replayed classifier: the plain linear probe (uncalibrated: calibration adds cost and
@@ -249,6 +254,7 @@ def choose_policy(
     repeats: int = 2,
     confidence: float = 0.95,
     margin: float = 0.0,
+    pool_max: int = REPLAY_POOL_MAX,
 ) -> PolicyChoice:
     """Choose the queue's policy from the campaign's own labels, falling back to random.
 
@@ -267,6 +273,8 @@ def choose_policy(
             level ``1 - (1 - confidence) / len(candidates)``, so judging many candidates does
             not make a lucky one more likely to be chosen.
         margin: Gain in accuracy points the lower bound must exceed (0: "measurably better").
+        pool_max: Labelled rows each replay chooses among, at most (a fresh random subset per
+            replay beyond it): bounds the cost, whatever the campaign's size.
 
     Returns:
         The choice, with per-candidate gains (accuracy points, mean and interval) and the
@@ -309,6 +317,8 @@ def choose_policy(
             judge_rows = rows[audit_positions[held]]
             judge_labels = codes[audit_positions[held]]
             pool_positions = np.setdiff1d(np.arange(len(rows)), audit_positions[held])
+            if len(pool_positions) > pool_max:
+                pool_positions = np.sort(rng.choice(pool_positions, pool_max, replace=False))
             pool = matrix[rows[pool_positions]]
             pool_labels = codes[pool_positions]
             n_pool = len(pool_positions)

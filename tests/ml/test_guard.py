@@ -174,3 +174,12 @@ def test_the_accuracy_interval_holds_its_estimate_at_zero_and_one() -> None:
         mean, low, high = accuracy_estimate(correct)
         assert low <= mean <= high
         assert low >= 0.0 and high <= 1.0 and high - low > 0.05
+
+
+def test_chooser_still_picks_the_better_policy_from_a_capped_replay_pool():
+    """Replays that choose among a random 150 of the 400 labels (the cap that bounds the cost of a
+    large campaign) still find the policy that is clearly better."""
+    x, y = far_from_the_boundary(0)
+    labelled, labels, audit = campaign_labels(x, y, 0, 400, 150)
+    choice = choose_policy(x, labelled, labels, audit, ["least_confident"], seed=0, repeats=3, pool_max=150)
+    assert choice.policy == "least_confident" and choice.gains["least_confident"][1] > 0
