@@ -1245,6 +1245,12 @@ def measure_web(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
     log = open(run.work / "logs" / f"{run.size}-gunicorn.log", "ab")  # noqa: SIM115 - closed below
     env = run.env()
     server = start_server(run.database_url, args.port, args.web_workers, 1, env=env, log=log)  # type: ignore[arg-type]
+    # Search by image's encoder runs in the query worker (as bin/start and docker compose run it).
+    query_worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "query", "-P", "solo", "-n",
+         f"survey-scale-query-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        cwd=ROOT, env={**env, "RGZ_TORCH_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
     web: dict[str, Any] = {"workers": args.web_workers}
     try:
         pids = web_workers(server)
@@ -1255,7 +1261,13 @@ def measure_web(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
         web["exports"] = measure_exports(run, sessions, server)
         pids = web_workers(server)  # a worker killed by its timeout was replaced
         web["memory_after_exports"] = {str(pid): process_memory(pid) for pid in pids}
+        web["query_worker_memory"] = process_memory(query_worker.pid)
     finally:
+        query_worker.terminate()
+        try:
+            query_worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            query_worker.kill()
         server.terminate()
         try:
             server.wait(timeout=30)
@@ -1271,7 +1283,7 @@ def measure_web(run: Run, sessions: dict[str, Any]) -> dict[str, Any]:
 def measure_pages(run: Run, sessions: dict[str, Any], on_search: Callable[[], None]) -> dict[str, Any]:
     """Each page: the first request (cold caches) and p50 / p95 of ``--page-repeats`` more.
 
-    ``on_search`` is called before the first search by image (the first request to import torch).
+    ``on_search`` is called before the first search by image (whose encoder runs in the query worker).
     """
     args = run.args
     client = Client(args.port, sessions["scientist"], args.request_timeout)
@@ -1628,9 +1640,17 @@ def metrics() -> list[Metric]:
         Metric(
             "web process PSS after the exports (largest)", "MiB", "total", _memory("memory_after_exports", "pss_mib")
         ),
+        Metric("query worker RSS (search by image's encoder)", "MiB", "total", _query_worker("rss_mib")),
         Metric("database size", "MiB", "total", _scaled(_step("database_size", "bytes"), 1 / MIB)),
     ]
     return rows
+
+
+def _query_worker(key: str) -> Callable[[dict[str, Any]], Any]:
+    def get(results: dict[str, Any]) -> Any:
+        return results.get("web", {}).get("query_worker_memory", {}).get(key)
+
+    return get
 
 
 def _pair(first: Callable, second: Callable) -> Callable[[dict[str, Any]], Any]:

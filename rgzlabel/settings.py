@@ -184,6 +184,9 @@ else:
         "processed_folder": str(BROKER_FOLDER / "processed"),
         # Exchange tables (worker control, fan-out); the default is the current directory.
         "control_folder": str(BROKER_FOLDER / "control"),
+        # How often an idle worker looks for messages (kombu's default: 1 s). A search by image
+        # waits for its query worker, so a tenth of a second; a listing of a small folder.
+        "polling_interval": 0.1,
     }
     BROKER_DESCRIPTION = f"file-system broker in {BROKER_FOLDER}"
     # kombu's file-system transport expects its folders to exist; creating them here means
@@ -287,6 +290,9 @@ RGZ_INGEST_CHUNK_FILES = env_int("RGZ_INGEST_CHUNK_FILES", 1000, minimum=1)
 RGZ_CHUNK_RETRIES = env_int("RGZ_CHUNK_RETRIES", 3, minimum=0)
 # For the test suite's worker only: lets a job's "fail_chunks_once" parameter fail chunks on purpose.
 RGZ_ALLOW_FAULT_INJECTION = env_bool("RGZ_ALLOW_FAULT_INJECTION", False)
+# Search by image embeds the uploaded cutout in a worker on the `query` queue (bin/start and docker
+# compose run one), so no web process loads torch and the encoder; a search waits this long for it.
+RGZ_QUERY_TIMEOUT_S = env_int("RGZ_QUERY_TIMEOUT_S", 30, minimum=1)
 # Similarity search is exact (one matrix-vector product over the unit rows) up to this many
 # embedded sources; above it the index job builds an approximate index (faiss IVF, see ml.ann).
 # 150k x 512 is the largest size whose exact p95 stayed under 50 ms per query on a 2-core machine

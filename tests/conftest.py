@@ -132,7 +132,7 @@ def _database_url(settings_dict: dict) -> str:
 
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[subprocess.Popen]:
-    """A real ``celery worker`` process on both queues, using the test database."""
+    """A real ``celery worker`` process on every queue (jobs; search by image's queries), on the test database."""
     from django.db import connection
 
     from rgzlabel.learning.dispatch import celery_client
@@ -150,8 +150,9 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Itera
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu", "-c", "1", "-P", "solo",
-             "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO"],
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "default,gpu,query", "-c", "1",
+             "-P", "solo", "--without-gossip", "--without-mingle", "-n", f"test-{os.getpid()}@%h",
+             "--loglevel", "INFO"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     process.log_path = log_path  # type: ignore[attr-defined]

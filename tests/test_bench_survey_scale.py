@@ -97,6 +97,8 @@ def test_a_tiny_campaign_runs_every_step_through_the_product(tmp_path, monkeypat
     web = results["web"]
     assert web["labelling"]["next"]["errors"] == 0 and web["labelling"]["votes"] > 0
     assert not {name: page["error"] for name, page in web["pages"].items() if page["errors"]}
+    # Search by image was answered: its encoder ran in the query worker, not in gunicorn's.
+    assert web["pages"]["search by image (POST FITS)"]["requests"] > 0 and web["query_worker_memory"]["rss_mib"] > 0
     exports = web["exports"]
     assert all(export["ok"] and export["bytes"] > 0 for export in exports.values()), exports
     assert exports["sources.csv"]["streamed"] and not exports["sources.votable"]["streamed"]

@@ -33,7 +33,7 @@ if os.environ.get("RGZ_WORKER_AS_ROOT_OK") == "1":
 
 app = Celery("rgzlabel", include=["workers.tasks"])
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = (Queue("default"), Queue("gpu"))
+app.conf.task_queues = (Queue("default"), Queue("gpu"), Queue("query"))
 _TICK_S, _CONSENSUS_S = float(settings.RGZ_TICK_S), float(settings.RGZ_CONSENSUS_EVERY_S)
 app.conf.beat_schedule = {
     "sweep-lost-jobs": {"task": "rgzlabel.sweep_lost_jobs", "schedule": _TICK_S, "options": {"queue": "default"}},

@@ -33,6 +33,14 @@ def run_chunk(self: Any, chunk_id: int) -> dict[str, Any]:
         raise self.retry(countdown=retry.countdown) from None
 
 
+@app.task(name="rgzlabel.embed_query", acks_late=False)
+def embed_query(checkpoint: str, views: str, pixels: str, shape: list[int]) -> list[float]:
+    """Search by image: the embedding of one uploaded cutout (base64 uint8 pixels), on the query worker."""
+    from rgzlabel.science.query import embed_cutout
+
+    return embed_cutout(checkpoint, views, pixels, shape)
+
+
 @app.task(name="rgzlabel.sweep_lost_jobs")
 def sweep_lost_jobs() -> dict[str, Any]:
     from rgzlabel.learning.chunks import sweep_lost_chunks

@@ -32,6 +32,11 @@ TASKS: dict[str, tuple[str, str]] = {
 }
 
 
+#: The queue of interactive requests that need torch (search by image): its own worker, so a
+#: query never waits behind a job, and no web process loads the encoder.
+QUERY_QUEUE = "query"
+
+
 class BrokerUnavailable(RuntimeError):
     """The Celery broker could not take the job; the message names the setting to check."""
 
@@ -117,3 +122,35 @@ def send_chunks(job: Job, chunk_ids: list[int]) -> None:
             )
 
     transaction.on_commit(send)
+
+
+class QueryUnanswered(RuntimeError):
+    """A query sent to the ``query`` worker got no answer; the message says what to check."""
+
+
+def ask_query_worker(task_name: str, args: list, timeout_s: float) -> object:
+    """Send one interactive task to the ``query`` queue and wait for its answer.
+
+    The message expires after ``timeout_s``, so a query nobody took in time is never run late.
+
+    Raises:
+        QueryUnanswered: the broker could not take it, no worker answered in time, or the task
+            failed (its error in the message).
+    """
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    try:
+        result = celery_client().send_task(task_name, args=args, queue=QUERY_QUEUE, expires=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - kombu, redis or OS errors: the broker did not take it
+        raise QueryUnanswered(f"the broker ({settings.BROKER_DESCRIPTION}) is unreachable: {exc}") from exc
+    try:
+        return result.get(timeout=timeout_s, interval=0.05)
+    except CeleryTimeout:
+        raise QueryUnanswered(
+            f"no worker on the '{QUERY_QUEUE}' queue answered within {timeout_s:g} s (bin/start and docker "
+            f"compose run one: celery -A workers worker -Q {QUERY_QUEUE})"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - the task's own exception, re-raised by Celery
+        raise QueryUnanswered(f"the query worker failed: {exc}") from exc
+    finally:
+        result.forget()

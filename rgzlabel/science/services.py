@@ -119,22 +119,9 @@ class SearchError(ValueError):
     """A similarity search that cannot run; the message says why, for the person searching."""
 
 
-@lru_cache(maxsize=1)
-def _encoder(checkpoint_path: str, stamp: int) -> Any:
-    """The encoder of a checkpoint, loaded once per web process (``stamp``: the file's mtime).
-
-    Search by image is the one web path that needs torch; it is imported on the first search,
-    never by the rest of the site, and the checkpoint is read once, not on every request.
-    """
-    from ml.checkpoint import load_encoder
-
-    return load_encoder(checkpoint_path).eval()
-
-
 def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
-    """Sources most like an uploaded FITS cutout: preprocessed as at ingest, embedded by the active encoder."""
-    import os
-
+    """Sources most like an uploaded FITS cutout: preprocessed as at ingest, embedded by the active
+    encoder in the query worker (``rgzlabel.science.query``)."""
     from ml.fits_io import read_fits
     from ml.preprocess import preprocess
 
@@ -159,16 +146,20 @@ def similar_to_fits(path: Path, k: int = 12) -> list[tuple[Source, float]]:
             "the active embedding is pixel PCA (the cold start); searching from an uploaded image "
             f"needs a pretrained encoder's embedding, and {later}"
         )
-    # Only now torch (seconds to import): a refused file is answered without it.
-    from ml.embed import embed
+    # The encoder runs in the query worker: no web process loads torch (docs: web memory).
+    from rgzlabel.learning.dispatch import QueryUnanswered, ask_query_worker
+    from rgzlabel.science.query import pack_pixels
 
-    # Looked at the way the stored rows were, or the cosines would compare different things.
     checkpoint = embedding_set.encoder.checkpoint_path
+    if not os.path.exists(checkpoint):
+        raise SearchError(f"the active encoder's checkpoint {checkpoint} cannot be read")
+    pixels, shape = pack_pixels(cutout)
+    timeout = float(settings.RGZ_QUERY_TIMEOUT_S)
     try:
-        encoder = _encoder(checkpoint, os.stat(checkpoint).st_mtime_ns)
-    except OSError as exc:
-        raise SearchError(f"the active encoder's checkpoint cannot be read: {exc}") from exc
-    query = embed(encoder, cutout[None], device="cpu", views=embedding_set.views)[0]  # type: ignore[arg-type]
+        vector = ask_query_worker("rgzlabel.embed_query", [checkpoint, embedding_set.views, pixels, shape], timeout)
+    except QueryUnanswered as exc:
+        raise SearchError(f"the image could not be embedded: {exc}") from exc
+    query = np.asarray(vector, dtype=np.float32)
     rows, scores = _similarity_search(embedding_set).search(query, k)
     neighbours = Source.objects.in_bulk([int(i) for i in ids[rows]])
     return [(neighbours[int(ids[r])], float(v)) for r, v in zip(rows, scores, strict=True) if int(ids[r]) in neighbours]

@@ -51,7 +51,12 @@ def encoder_embedding(request, make_source, fits_file, tmp_path):
     return twin
 
 
-def test_an_uploaded_fits_finds_its_own_source_first(client, admin_user, encoder_embedding, fits_file) -> None:
+def test_an_uploaded_fits_finds_its_own_source_first(
+    client, admin_user, encoder_embedding, fits_file, celery_worker
+) -> None:
+    """The upload is embedded by the worker on the query queue; the web process never loads the encoder."""
+    from rgzlabel.science import query
+
     client.force_login(admin_user)
     upload = SimpleUploadedFile(fits_file.name, fits_file.read_bytes())
     page = client.post(reverse("science:search"), {"fits": upload}).content.decode()
@@ -59,6 +64,21 @@ def test_an_uploaded_fits_finds_its_own_source_first(client, admin_user, encoder
     first = page.index('href="/science/sources/')
     assert page[first:].startswith(f'href="{reverse("science:source", args=[encoder_embedding.pk])}"')
     assert "(cosine 1.000)" in page
+    assert query._encoder.cache_info().currsize == 0  # loaded in the worker, not in this (the web) process
+
+
+def test_an_encoder_the_query_worker_cannot_load_is_named(
+    client, admin_user, encoder_embedding, fits_file, celery_worker
+) -> None:
+    """A checkpoint that is there but unreadable fails in the worker; the page says so, with the reason."""
+    checkpoint = EmbeddingSet.objects.get(is_active=True).encoder.checkpoint_path
+    with open(checkpoint, "wb") as handle:
+        handle.write(b"not a checkpoint")
+    client.force_login(admin_user)
+    upload = SimpleUploadedFile(fits_file.name, fits_file.read_bytes())
+    page = client.post(reverse("science:search"), {"fits": upload}).content.decode()
+    assert 'id="search-error"' in page and "the query worker failed" in page
+    assert 'id="results"' not in page
 
 
 def test_a_broken_upload_is_named_with_its_reason(client, admin_user, encoder_embedding) -> None:
