@@ -178,6 +178,45 @@ def load_classifier(classifier: ClassifierVersion):
         return pickle.load(handle)  # written by retrain_job below, never taken from users
 
 
+#: Members of the committee that committee policies (vote_entropy, kl_disagreement, bald) read.
+COMMITTEE_MEMBERS = 5
+
+
+def needs_committee(workflow) -> bool:
+    """Whether the workflow's queue may run a committee policy: its policy, or one of the guarded
+    queue's candidates. Only then does a retrain fit the committee (five more fits of the
+    classifier, five sixths of a retrain's time on all the labels)."""
+    from ml.policies import POLICIES, policy_inputs
+    from rgzlabel.learning.models import GUARDED, QueuePolicy, default_candidates
+
+    policy = QueuePolicy.objects.filter(workflow=workflow).first()
+    names = [policy.policy, *policy.candidates] if policy is not None else [GUARDED, *default_candidates()]
+    return any("committee_probabilities" in policy_inputs(name) for name in names if name in POLICIES)
+
+
+def fit_committee(workflow, stored, classes: list[str], seed: int = 0):
+    """The committee on the workflow's training labels (the consensus labels, the audit ones held out)."""
+    from ml.classifier import fit_ensemble
+
+    ids, labels, _ = consensus_labels(workflow)
+    ids, labels, _, _ = split_audit(workflow, ids, labels)
+    ids, labels = training_labels(ids, labels, classes, available=stored.source_ids)
+    targets = np.array([classes.index(label) for label in labels])
+    return fit_ensemble(stored.vectors(ids), targets, n_members=COMMITTEE_MEMBERS, seed=seed)
+
+
+def committee_of(classifier: ClassifierVersion, bundle: dict[str, Any], workflow, stored):
+    """The committee stored with ``classifier``; one fitted now (and stored with it) when its retrain
+    had no committee policy to serve (an admin chose one since)."""
+    import pickle
+
+    if bundle.get("committee") is None:
+        bundle["committee"] = fit_committee(workflow, stored, list(bundle["classes"]))
+        with open(classifier.path, "wb") as handle:
+            pickle.dump(bundle, handle)
+    return bundle["committee"]
+
+
 def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     """Fit the classifier on the consensus labels, evaluate it, promote it if not worse, refresh the queue.
 
@@ -224,7 +263,9 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     train_x = stored.vectors(ids)
     train_y = np.array([classes.index(label) for label in labels])
     model = fit_classifier(train_x, train_y, seed=int(job.params.get("seed", 0)))
-    committee = fit_ensemble(train_x, train_y, n_members=5, seed=int(job.params.get("seed", 0)))
+    committee = None
+    if needs_committee(workflow):
+        committee = fit_ensemble(train_x, train_y, n_members=COMMITTEE_MEMBERS, seed=int(job.params.get("seed", 0)))
 
     context.progress(0.7, "evaluating on the held-out gold and random-exploration labels", force=True)
     gold_ids, gold_labels = gold_set(workflow)

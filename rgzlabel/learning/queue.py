@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from django.db import transaction
 
-from rgzlabel.learning.classifiers import class_probabilities, consensus_labels, load_classifier
+from rgzlabel.learning.classifiers import class_probabilities, committee_of, consensus_labels, load_classifier
 from rgzlabel.learning.jobs import JobContext
 from rgzlabel.learning.models import GUARDED, ClassifierVersion, EmbeddingSet, Job
 
@@ -73,7 +73,8 @@ def refresh_queue_job(job: Job, context: JobContext) -> dict[str, Any]:
         if "probabilities" in needed:
             inputs["probabilities"] = bundle["model"].predict_proba(vectors)
         if "committee_probabilities" in needed:
-            inputs["committee_probabilities"] = bundle["committee"].member_proba(vectors)
+            committee = committee_of(classifier, bundle, workflow, stored)
+            inputs["committee_probabilities"] = committee.member_proba(vectors)
     ranked = rank(
         name,
         labelled_mask=labelled_mask,

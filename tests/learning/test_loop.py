@@ -90,6 +90,35 @@ def test_the_refreshed_queue_serves_the_most_uncertain_first(
     assert next_subject(volunteer, workflow).subject.source_id == refresh.result["top"][0]
 
 
+def test_a_committee_is_fitted_only_for_a_committee_policy_and_on_demand_after_a_switch(
+    pool, workflow, django_capture_on_commit_callbacks
+) -> None:
+    """The default (guarded) candidates need no committee, so a retrain fits the classifier only;
+    an admin who then picks a committee policy gets one fitted by the refresh, and kept."""
+    from rgzlabel.learning.classifiers import load_classifier
+
+    label(pool[:10], "FRI")
+    label(pool[30:40], "FRII")
+    run(Job.Kind.RETRAIN, django_capture_on_commit_callbacks)
+    classifier = ClassifierVersion.objects.get(is_active=True)
+    assert load_classifier(classifier)["committee"] is None
+    QueuePolicy.objects.update_or_create(workflow=workflow, defaults={"policy": "vote_entropy", "queue_length": 20})
+    Job.objects.filter(kind=Job.Kind.REFRESH).delete()
+
+    refresh = run(Job.Kind.REFRESH, django_capture_on_commit_callbacks)
+
+    assert refresh.state == Job.State.SUCCEEDED, refresh.error
+    assert refresh.result["policy"] == "vote_entropy" and refresh.result["ranked"] == 20
+    committee = load_classifier(classifier)["committee"]
+    assert len(committee.members) == 5 and list(committee.classes) == [0, 1]
+
+    # With the committee policy configured, the next retrain fits its committee itself.
+    label(pool[10:12], "FRI")
+    run(Job.Kind.RETRAIN, django_capture_on_commit_callbacks)
+    newest = ClassifierVersion.objects.latest("pk")
+    assert newest.pk != classifier.pk and load_classifier(newest)["committee"] is not None
+
+
 def test_without_a_classifier_the_cold_start_policy_ranks_the_queue(pool, django_capture_on_commit_callbacks) -> None:
     refresh = run(Job.Kind.REFRESH, django_capture_on_commit_callbacks)
     assert refresh.state == Job.State.SUCCEEDED, refresh.error
