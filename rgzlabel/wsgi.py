@@ -1,6 +1,7 @@
 import importlib
 import os
 
+import matplotlib
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rgzlabel.settings")
@@ -27,9 +28,6 @@ WARM_IMPORTS = (
     "rgzlabel.science.exports",
     "rgzlabel.science.predictions",
 )
-if os.environ.get("RGZ_WARM_IMPORTS", "1") != "0":
-    import matplotlib
-
-    matplotlib.use("Agg")  # the plots render to PNG; no display in a web process
-    for _module in WARM_IMPORTS:
-        importlib.import_module(_module)
+matplotlib.use("Agg")  # the plots render to PNG; no display in a web process
+for _module in WARM_IMPORTS:
+    importlib.import_module(_module)

@@ -18,7 +18,6 @@ def test_the_wsgi_module_loads_what_the_pages_import_and_never_torch(tmp_path) -
         "'torch': 'torch' in sys.modules, 'backend': __import__('matplotlib').get_backend()}))"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "rgzlabel.settings", "RGZ_DATA_DIR": str(tmp_path)}
-    env.pop("RGZ_WARM_IMPORTS", None)
     answer = subprocess.run(
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True
     )
