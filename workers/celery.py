@@ -19,7 +19,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import django  # noqa: E402
 from celery import Celery  # noqa: E402
 from celery.exceptions import SecurityWarning  # noqa: E402
-from celery.signals import worker_process_init, worker_shutting_down  # noqa: E402
+from celery.signals import celeryd_init, worker_process_init, worker_shutting_down  # noqa: E402
 from django.conf import settings  # noqa: E402
 from kombu import Queue  # noqa: E402
 
@@ -87,3 +87,17 @@ def _stop_running_jobs(**_: object) -> None:
         if child.pid is not None:
             with contextlib.suppress(ProcessLookupError):  # it has just exited
                 os.kill(child.pid, SHUTDOWN_NOTICE)
+
+
+@celeryd_init.connect
+def _warm_the_query_worker(options: dict | None = None, **_: object) -> None:
+    """A worker on the ``query`` queue loads torch and the active encoder before its first query,
+    so the first search by image after a start does not wait seconds for them."""
+    queues = (options or {}).get("queues") or []
+    if isinstance(queues, str):
+        queues = queues.split(",")
+    if "query" not in queues:
+        return
+    from rgzlabel.science.query import warm_up
+
+    warm_up()

@@ -8,6 +8,7 @@ answer is the embedding as a list of floats.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 from functools import lru_cache
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from ml.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 #: Largest cutout side a query may send (the preprocessed cutouts are 150 px).
 MAX_SIDE = 1024
@@ -52,3 +55,23 @@ def embed_cutout(checkpoint: str, views: str, pixels: str, shape: list[int]) -> 
     cutout = unpack_pixels(pixels, shape)
     encoder = _encoder(checkpoint, os.stat(checkpoint).st_mtime_ns)
     return [float(v) for v in embed(encoder, cutout[None], device="cpu", views=views)[0]]  # type: ignore[arg-type]
+
+
+def warm_up() -> str | None:
+    """Import torch and load the active encoder now (at a query worker's start); returns its checkpoint.
+
+    Never raises: a worker that cannot warm up still answers queries, each saying what is wrong.
+    """
+    try:
+        import ml.embed  # noqa: F401 - torch and the encoder code
+        from rgzlabel.learning.models import EmbeddingSet
+
+        active = EmbeddingSet.objects.filter(is_active=True, encoder__isnull=False).select_related("encoder").first()
+        if active is None:
+            return None
+        checkpoint = active.encoder.checkpoint_path
+        _encoder(checkpoint, os.stat(checkpoint).st_mtime_ns)
+        return checkpoint
+    except Exception:  # noqa: BLE001 - a cold start is slower, never broken
+        logger.warning("the query worker could not load the active encoder ahead of the first query", exc_info=True)
+        return None

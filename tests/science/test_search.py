@@ -150,3 +150,16 @@ def test_the_loss_plot_draws_a_running_pretrainings_curve_so_far(client, admin_u
     assert response.status_code == 200 and response["Content-Type"] == "image/png"
     # Not the empty frame: the plot with the curve so far differs from the one without a job.
     assert response.content == loss_plot(None, job) != loss_plot(None, None)
+
+
+def test_a_query_worker_loads_the_active_encoder_when_it_starts(encoder_embedding) -> None:
+    """What a worker on the query queue runs at its start (workers.celery's celeryd_init hook)."""
+    from rgzlabel.science import query
+
+    query._encoder.cache_clear()
+    try:
+        checkpoint = query.warm_up()
+        assert checkpoint == EmbeddingSet.objects.get(is_active=True).encoder.checkpoint_path
+        assert query._encoder.cache_info().currsize == 1
+    finally:
+        query._encoder.cache_clear()
