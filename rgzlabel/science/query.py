@@ -67,7 +67,7 @@ def warm_up() -> str | None:
         from rgzlabel.learning.models import EmbeddingSet
 
         active = EmbeddingSet.objects.filter(is_active=True, encoder__isnull=False).select_related("encoder").first()
-        if active is None:
+        if active is None or active.encoder is None:
             return None
         checkpoint = active.encoder.checkpoint_path
         _encoder(checkpoint, os.stat(checkpoint).st_mtime_ns)
