@@ -7,7 +7,7 @@ are kept from volunteers so that they cannot bias their votes); jobs are for adm
 
 from __future__ import annotations
 
-from django.http import FileResponse, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -251,12 +251,12 @@ class ExportView(APIView):
     file_format = "csv"
 
     def download(self, export: exports.Export):
-        """Stream CSV as it is read; VOTable and FITS from a temporary file."""
+        """Every format streamed, memory bounded by a chunk of rows (``rgzlabel.science.exports``)."""
         media_type = exports.FORMATS[self.file_format][1]
         if self.file_format == "csv":
             response = StreamingHttpResponse(exports.iter_csv(export), content_type=media_type)
         else:
-            response = FileResponse(exports.write_table(export, self.file_format), content_type=media_type)
+            response = StreamingHttpResponse(exports.iter_table(export, self.file_format), content_type=media_type)
         response["Content-Disposition"] = f'attachment; filename="{exports.file_name(export, self.file_format)}"'
         return response
 
