@@ -58,6 +58,7 @@ import math
 import os
 import platform
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -1782,7 +1783,9 @@ def report(args: argparse.Namespace, by_size: dict[int, dict[str, Any]], table: 
         )  # fmt: skip
     sizes_arg = ",".join(str(n) for n in sizes)
     return "\n".join([
-        f"Command: `.venv/bin/python -m bench.survey_scale --sizes {sizes_arg} --fits {args.fits} "
+        f"Command: `.venv/bin/python -m bench.survey_scale {args.command_line}`"
+        if getattr(args, "command_line", None)
+        else f"Command: `.venv/bin/python -m bench.survey_scale --sizes {sizes_arg} --fits {args.fits} "
         f"--volunteers {args.volunteers} --out {args.out}`",
         f"Machine: {MACHINE}, PostgreSQL 127.0.0.1, Python {platform.python_version()}. Date: {DATE}. "
         "Times from this machine are indicative; ratios within one run are comparable.",
@@ -1866,6 +1869,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.step:
         run_step_here(args.step, args.context)
         return 0
+    # As given, for the table's "Command:" line (every option that shaped the run).
+    args.command_line = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     # Sessions made by a step must be readable by the server: one secret key for every process.
     os.environ.setdefault("DJANGO_SECRET_KEY", "survey-scale-" + secrets.token_urlsafe(48))
     work = args.out / "work"
