@@ -50,6 +50,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from ml.classifier import check_embeddings
 from ml.errors import DataError, EmptyDataError, MLError, NonFiniteError, ShapeMismatchError
+from ml.policy_names import COLD_START_POLICY  # noqa: F401 - re-exported: the cold-start policy's name
 
 #: The array inputs a policy may take; everything else in its signature is a parameter.
 INPUTS = ("probabilities", "embeddings", "committee_probabilities")
@@ -748,9 +749,6 @@ POLICIES: dict[str, PolicyFunction] = {
     "diverse_uncertainty": diverse_uncertainty,
     "density_weighted": density_weighted,
 }
-
-#: The policy to use while no classifier can be fitted (no labels, or one class only).
-COLD_START_POLICY = "typical_clusters"
 
 
 def _signature(name: str) -> inspect.Signature:

@@ -266,7 +266,7 @@ def queue_summary(workflow) -> dict[str, Any]:
 
     policy = queue_policy(workflow)
     guarded = policy.policy == GUARDED
-    from ml.policies import COLD_START_POLICY
+    from ml.policy_names import COLD_START_POLICY
 
     cold = f"{COLD_START_POLICY} (the cold start, until the first classifier)"
     running = (policy.chosen_policy or cold) if guarded else policy.policy
