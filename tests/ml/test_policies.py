@@ -370,3 +370,11 @@ def test_errors_are_value_errors_with_readable_messages(pool):
     with pytest.raises(DataError, match="sum to 1"):
         rank("margin", probabilities=np.full((3, 2), 0.9), labelled_mask=np.zeros(3, dtype=bool), batch_size=1, seed=0)
     assert issubclass(PolicyConfigError, ValueError)
+
+
+def test_the_light_cold_start_name_is_the_policies_own() -> None:
+    """The web pages read the name from ml.policy_names, without importing the policies."""
+    from ml import policies
+    from ml.policy_names import COLD_START_POLICY
+
+    assert policies.COLD_START_POLICY == COLD_START_POLICY and COLD_START_POLICY in policies.POLICIES
