@@ -485,23 +485,37 @@ class Campaign:
 
 
 def catalogue_snapshot(truth: Truth, arm: Arm) -> dict[str, Any]:
-    """Catalogue accuracy now: retired consensus, else the classifier, else the votes so far."""
+    """Catalogue accuracy now.
+
+    Learning arms: the product's catalogue label (:mod:`rgzlabel.science.catalogue`: retired
+    consensus, else the votes so far combined with the classifier); ``accuracy_classifier_only``
+    keeps the first definition (retired consensus, else the classifier alone). Arms without
+    learning: retired consensus, else the majority of the votes so far.
+    """
     from rgzlabel.labelling.models import Classification, Subject
     from rgzlabel.labelling.services import MACHINE_ASSISTED_REASON, default_workflow
+    from rgzlabel.science.catalogue import SubjectState, catalogue_entries
     from rgzlabel.science.predictions import active_classifier, predict_sources
 
     workflow = default_workflow()
     rows = {
         r[0]: r[1:]
         for r in Subject.objects.filter(workflow=workflow, source_id__in=truth.scored.tolist()).values_list(
-            "source_id", "retired_at", "retire_reason", "consensus_label", "weighted_label", "assisted_label"
+            "source_id", "retired_at", "retire_reason", "consensus_label", "weighted_label", "assisted_label", "vote_count"
         )
     }
     classifier = active_classifier() if arm.learning else None
     predictions = predict_sources(truth.scored.tolist(), classifier) if classifier is not None else None
-    labels, retired, assisted = [], 0, 0
+    entries = {}
+    if arm.learning:
+        states = [
+            SubjectState(s, r[0] is not None, r[1] or "", r[2] or "", r[3] or "", r[4] or "", r[5] or 0)
+            for s, r in rows.items()
+        ]
+        entries = catalogue_entries(workflow, states, predictions)
+    labels, first_labels, retired, assisted = [], [], 0, 0
     for source_id in truth.scored.tolist():
-        retired_at, reason, majority, weighted, assisted_label = rows.get(source_id, (None, "", "", "", ""))
+        retired_at, reason, majority, weighted, assisted_label, _count = rows.get(source_id, (None, "", "", "", "", 0))
         label = ""
         if retired_at is not None:
             retired += 1
@@ -514,14 +528,17 @@ def catalogue_snapshot(truth: Truth, arm: Arm) -> dict[str, Any]:
             label = predictions.label_of(source_id)
         else:
             label = majority
-        labels.append(label)
+        first_labels.append(label)
+        labels.append(entries[source_id].label if source_id in entries else label)
     classes = list(truth.classes)
     true = np.array([truth.label[s] for s in truth.scored.tolist()])
     guess = np.array([classes.index(label) if label in classes else -1 for label in labels])
+    first_guess = np.array([classes.index(label) if label in classes else -1 for label in first_labels])
     recall = {c: float(np.mean(guess[true == k] == k)) if np.any(true == k) else None for k, c in enumerate(classes)}
     return {
         "votes": Classification.objects.filter(workflow=workflow).count(),
         "accuracy": float(np.mean(guess == true)),
+        "accuracy_classifier_only": float(np.mean(first_guess == true)),
         "recall": recall,
         "retired": retired,
         "assisted": assisted,

@@ -33,6 +33,7 @@ from django.db.models import Count, QuerySet
 from django.utils.crypto import salted_hmac
 
 from rgzlabel.labelling.models import Classification, Flag, Workflow
+from rgzlabel.science.catalogue import SubjectState, catalogue_entries
 from rgzlabel.science.predictions import active_classifier, predict_sources
 
 CHUNK_SIZE = 2000
@@ -100,6 +101,9 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
         Column("assisted_label", "str", "class volunteers and classifier agreed on (machine-assisted retirement)"),
         Column("assisted_confidence", "float", "combined probability of assisted_label"),
         Column("predicted_label", "str", f"most probable class of classifier {classifier.pk if classifier else '-'}"),
+        Column("catalogue_label", "str", "best label: volunteers' consensus if retired, else votes so far and classifier"),
+        Column("catalogue_confidence", "float", "probability of catalogue_label for open sources (votes and classifier)"),
+        Column("catalogue_basis", "str", "volunteers, machine-assisted, votes+classifier, classifier or votes"),
         *[Column(f"p_{c}", "float", f"classifier probability of {c}") for c in classes],
         Column("n_flags", "int", "volunteers who flagged the source as interesting (notes in the flags export)"),
     ]
@@ -118,17 +122,20 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
                 .annotate(n=Count("id"))
                 .values_list("source_id", "n")
             )
+            entries = catalogue_entries(workflow, [_subject_state(row) for row in chunk], predictions)
             rows = []
             for (
                 pk, name, ra, dec, survey, size, votes, retired_at, label, confidence, weighted, wconf,
                 reason, assisted, aconf,
             ) in chunk:  # fmt: skip
                 probabilities = predictions.by_source.get(pk) if predictions else None
+                entry = entries[pk]
                 rows.append(
                     (
                         pk, name, ra, dec, survey, size, votes or 0, retired_at is not None,
                         label or "", confidence, weighted or "", wconf, reason or "", assisted or "", aconf,
                         predictions.label_of(pk) if predictions else "",
+                        entry.label, entry.confidence, entry.basis,
                         *(probabilities.tolist() if probabilities is not None else [None] * len(classes)),
                         flag_counts.get(pk, 0),
                     )
@@ -139,6 +146,12 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
         f", predictions of classifier {classifier.pk}" if classifier else ""
     )
     return Export("sources", columns, chunks, description)
+
+
+def _subject_state(row: tuple) -> SubjectState:
+    """The catalogue's view of one row of :func:`export_sources`'s query."""
+    pk, _name, _ra, _dec, _survey, _size, votes, retired_at, label, _conf, weighted, _wconf, reason, assisted, _ac = row
+    return SubjectState(pk, retired_at is not None, reason or "", label or "", weighted or "", assisted or "", votes or 0)
 
 
 def anonymise_volunteer(volunteer_id: int) -> str:

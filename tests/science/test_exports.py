@@ -19,7 +19,8 @@ pytestmark = pytest.mark.django_db
 SOURCE_COLUMNS = [
     "source_id", "name", "ra_deg", "dec_deg", "survey", "angular_size_arcsec", "n_votes", "retired",
     "consensus_label", "consensus_confidence", "weighted_label", "weighted_confidence", "retire_reason",
-    "assisted_label", "assisted_confidence", "predicted_label", "p_FRI", "p_FRII", "p_hybrid", "n_flags",
+    "assisted_label", "assisted_confidence", "predicted_label", "catalogue_label", "catalogue_confidence",
+    "catalogue_basis", "p_FRI", "p_FRII", "p_hybrid", "n_flags",
 ]  # fmt: skip
 
 
