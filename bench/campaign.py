@@ -501,7 +501,13 @@ def catalogue_snapshot(truth: Truth, arm: Arm) -> dict[str, Any]:
     rows = {
         r[0]: r[1:]
         for r in Subject.objects.filter(workflow=workflow, source_id__in=truth.scored.tolist()).values_list(
-            "source_id", "retired_at", "retire_reason", "consensus_label", "weighted_label", "assisted_label", "vote_count"
+            "source_id",
+            "retired_at",
+            "retire_reason",
+            "consensus_label",
+            "weighted_label",
+            "assisted_label",
+            "vote_count",
         )
     }
     classifier = active_classifier() if arm.learning else None

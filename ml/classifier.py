@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -88,11 +89,22 @@ class FewLabelClassifier:
         return self.classes[self.predict_proba(embeddings).argmax(axis=1)]
 
 
-def _logistic(config: ClassifierConfig, seed: int) -> Pipeline:
-    return make_pipeline(
-        StandardScaler(),
-        LogisticRegression(C=config.C, max_iter=config.max_iter, class_weight=config.class_weight, random_state=seed),
+def _logistic(config: ClassifierConfig, seed: int, shape: tuple[int, int]) -> Pipeline:
+    """Scaler, then (for embeddings wider than ``config.max_dim``) PCA of the labelled rows, then the model.
+
+    With no more labels than ``config.max_dim`` the PCA keeps every direction the labels span,
+    which is exactly the same model (an L2-penalised linear model's weights lie in the span
+    of its training rows) solved in fewer dimensions; with more labels it keeps the
+    ``max_dim`` leading ones.
+    """
+    steps: list = [StandardScaler()]
+    n_rows, width = shape
+    if config.max_dim is not None and width > config.max_dim:
+        steps.append(PCA(n_components=min(config.max_dim, n_rows), svd_solver="full"))
+    steps.append(
+        LogisticRegression(C=config.C, max_iter=config.max_iter, class_weight=config.class_weight, random_state=seed)
     )
+    return make_pipeline(*steps)
 
 
 def fit_classifier(
@@ -122,9 +134,11 @@ def fit_classifier(
     estimator: ClassifierMixin
     if calibrated:
         folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=seed)
-        estimator = CalibratedClassifierCV(_logistic(config, seed), method="sigmoid", cv=folds)
+        # Each calibration fold fits on about (folds - 1) / folds of the rows.
+        rows = len(matrix) * (config.calibration_folds - 1) // config.calibration_folds
+        estimator = CalibratedClassifierCV(_logistic(config, seed, (rows, matrix.shape[1])), method="sigmoid", cv=folds)
     else:
-        estimator = _logistic(config, seed)
+        estimator = _logistic(config, seed, matrix.shape)
     estimator.fit(matrix, targets)
     return FewLabelClassifier(estimator, classes, matrix.shape[1], bool(calibrated))
 
@@ -173,6 +187,6 @@ def fit_ensemble(
     members = []
     for member in range(n_members):
         sample = np.concatenate([rng.choice(rows, size=len(rows), replace=True) for rows in by_class])
-        estimator = _logistic(config, seed + member).fit(matrix[sample], targets[sample])
+        estimator = _logistic(config, seed + member, matrix.shape).fit(matrix[sample], targets[sample])
         members.append(FewLabelClassifier(estimator, classes, matrix.shape[1], calibrated=False))
     return ClassifierEnsemble(members, classes)

@@ -196,6 +196,10 @@ class ClassifierConfig:
         class_weight: ``"balanced"`` weighs each class by the inverse of its label count, so
             a queue that served mostly one class does not tilt the classifier towards it
             (``None``: every label counts the same, the paper's linear probe).
+        max_dim: Embeddings wider than this are projected on the leading principal
+            directions of the labelled rows (at most ``max_dim``) before the logistic
+            regression; ``None`` never projects. Up to ``max_dim`` labels this is the same
+            model, fitted faster; past it, fewer directions.
     """
 
     C: float = 1.0
@@ -203,7 +207,15 @@ class ClassifierConfig:
     calibration_folds: int = 3
     calibrate_min_per_class: int | None = None
     class_weight: str | None = "balanced"
+    max_dim: int | None = None
 
+
+#: Widest embedding the labelling loop's classifiers (retrain, committee, the guard's replays) fit
+#: on unprojected; chosen on validation data by ``python -m bench.live_fit`` (docs/benchmarks.md,
+#: "The live classifier on a wide embedding"). The paper's linear probe (ml.evaluation) never projects.
+LIVE_MAX_DIM = 64
+#: The labelling loop's classifier.
+LIVE_CLASSIFIER = ClassifierConfig(max_dim=LIVE_MAX_DIM)
 
 _CPU_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=64))
 _TINY_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=32))

@@ -109,16 +109,21 @@ def fit_probe(
     targets = check_labels(labels, len(matrix))
     classes, codes = np.unique(targets, return_inverse=True)
     if len(classes) > 2:
-        return fit_classifier(matrix, targets, ClassifierConfig(C=config.C, calibrate_min_per_class=10**9), seed=seed)
+        plain = ClassifierConfig(C=config.C, calibrate_min_per_class=10**9, class_weight=None, max_dim=config.max_dim)
+        return fit_classifier(matrix, targets, plain, seed=seed)
     mean = matrix.mean(axis=0)
     scale = matrix.std(axis=0)
     scale[scale == 0] = 1.0
     standard = (matrix - mean) / scale
     basis = None
-    if standard.shape[1] >= standard.shape[0]:
-        # Weights lie in the row space: Newton over its coordinates (at most N of them).
+    projected = config.max_dim is not None and standard.shape[1] > config.max_dim
+    if standard.shape[1] >= standard.shape[0] or projected:
+        # Weights lie in the row space: Newton over its coordinates (at most N of them). With
+        # ``max_dim`` only the leading directions are kept, as fit_classifier's PCA keeps them.
         _, singular, right = np.linalg.svd(standard, full_matrices=False)
         keep = singular > singular.max() * 1e-10
+        if projected:
+            keep[config.max_dim :] = False
         basis = right[keep].T  # (D, r), orthonormal columns
         reduced = standard @ basis
     else:

@@ -42,7 +42,7 @@ import numpy as np
 from scipy import stats
 
 from ml.classifier import FewLabelClassifier, check_embeddings, fit_ensemble
-from ml.config import ClassifierConfig
+from ml.config import LIVE_MAX_DIM, ClassifierConfig
 from ml.errors import DataError, ShapeMismatchError
 from ml.fastprobe import LinearProbe, fit_probe
 from ml.policies import COLD_START_POLICY, POLICIES, PolicyConfigError, policy_inputs, rank
@@ -61,7 +61,8 @@ MIN_AUDIT = 20
 #: does not change the predicted class much, and the replays only score predictions).
 # The replays fit the plain (unweighted, uncalibrated) probe, fast enough to run many times;
 # the live classifier weighs classes (ml.config.ClassifierConfig), which the replays do not.
-REPLAY_CLASSIFIER = ClassifierConfig(calibrate_min_per_class=10**9, class_weight=None)
+# Wide embeddings are projected as the live classifier projects them (ml.config.LIVE_MAX_DIM).
+REPLAY_CLASSIFIER = ClassifierConfig(calibrate_min_per_class=10**9, class_weight=None, max_dim=LIVE_MAX_DIM)
 
 
 @dataclass(frozen=True)

@@ -197,12 +197,13 @@ def needs_committee(workflow) -> bool:
 def fit_committee(workflow, stored, classes: list[str], seed: int = 0):
     """The committee on the workflow's training labels (the consensus labels, the audit ones held out)."""
     from ml.classifier import fit_ensemble
+    from ml.config import LIVE_CLASSIFIER
 
     ids, labels, _ = consensus_labels(workflow)
     ids, labels, _, _ = split_audit(workflow, ids, labels)
     ids, labels = training_labels(ids, labels, classes, available=stored.source_ids)
     targets = np.array([classes.index(label) for label in labels])
-    return fit_ensemble(stored.vectors(ids), targets, n_members=COMMITTEE_MEMBERS, seed=seed)
+    return fit_ensemble(stored.vectors(ids), targets, LIVE_CLASSIFIER, n_members=COMMITTEE_MEMBERS, seed=seed)
 
 
 def committee_of(classifier: ClassifierVersion, bundle: dict[str, Any], workflow, stored):
@@ -228,6 +229,7 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     import pickle
 
     from ml.classifier import fit_classifier, fit_ensemble
+    from ml.config import LIVE_CLASSIFIER
     from ml.embedding_store import read_embeddings
     from rgzlabel.labelling.services import default_workflow
     from rgzlabel.learning.jobs import create_job
@@ -262,10 +264,11 @@ def retrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     context.progress(0.3, f"fitting on {len(ids)} consensus labels {counts}", force=True)
     train_x = stored.vectors(ids)
     train_y = np.array([classes.index(label) for label in labels])
-    model = fit_classifier(train_x, train_y, seed=int(job.params.get("seed", 0)))
+    seed = int(job.params.get("seed", 0))
+    model = fit_classifier(train_x, train_y, LIVE_CLASSIFIER, seed=seed)
     committee = None
     if needs_committee(workflow):
-        committee = fit_ensemble(train_x, train_y, n_members=COMMITTEE_MEMBERS, seed=int(job.params.get("seed", 0)))
+        committee = fit_ensemble(train_x, train_y, LIVE_CLASSIFIER, n_members=COMMITTEE_MEMBERS, seed=seed)
 
     context.progress(0.7, "evaluating on the held-out gold and random-exploration labels", force=True)
     gold_ids, gold_labels = gold_set(workflow)
@@ -369,13 +372,16 @@ def cross_validated(train_x: np.ndarray, train_y: np.ndarray, classes: list[str]
     from sklearn.model_selection import StratifiedKFold
 
     from ml.classifier import fit_classifier
+    from ml.config import LIVE_CLASSIFIER
 
     n_splits = max(2, min(3, int(np.bincount(train_y).min())))
     predicted = np.empty_like(train_y)
     for fold, (train, test) in enumerate(
         StratifiedKFold(n_splits, shuffle=True, random_state=0).split(train_x, train_y)
     ):
-        predicted[test] = fit_classifier(train_x[train], train_y[train], seed=fold).predict(train_x[test])
+        predicted[test] = fit_classifier(train_x[train], train_y[train], LIVE_CLASSIFIER, seed=fold).predict(
+            train_x[test]
+        )
     truth_labels = [classes[i] for i in train_y]
 
     class _Fixed:  # evaluate() asks a model to predict; here the predictions are known

@@ -101,8 +101,8 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
         Column("assisted_label", "str", "class volunteers and classifier agreed on (machine-assisted retirement)"),
         Column("assisted_confidence", "float", "combined probability of assisted_label"),
         Column("predicted_label", "str", f"most probable class of classifier {classifier.pk if classifier else '-'}"),
-        Column("catalogue_label", "str", "best label: volunteers' consensus if retired, else votes so far and classifier"),
-        Column("catalogue_confidence", "float", "probability of catalogue_label for open sources (votes and classifier)"),
+        Column("catalogue_label", "str", "best label: consensus if retired, else votes so far and classifier"),
+        Column("catalogue_confidence", "float", "probability of catalogue_label (open sources only)"),
         Column("catalogue_basis", "str", "volunteers, machine-assisted, votes+classifier, classifier or votes"),
         *[Column(f"p_{c}", "float", f"classifier probability of {c}") for c in classes],
         Column("n_flags", "int", "volunteers who flagged the source as interesting (notes in the flags export)"),
@@ -151,7 +151,8 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
 def _subject_state(row: tuple) -> SubjectState:
     """The catalogue's view of one row of :func:`export_sources`'s query."""
     pk, _name, _ra, _dec, _survey, _size, votes, retired_at, label, _conf, weighted, _wconf, reason, assisted, _ac = row
-    return SubjectState(pk, retired_at is not None, reason or "", label or "", weighted or "", assisted or "", votes or 0)
+    retired = retired_at is not None
+    return SubjectState(pk, retired, reason or "", label or "", weighted or "", assisted or "", votes or 0)
 
 
 def anonymise_volunteer(volunteer_id: int) -> str:

@@ -204,14 +204,35 @@ def predictions(source: Source, versions: int = 5) -> list[dict[str, Any]]:
     return rows
 
 
+def catalogue_entry(source: Source, subject: Subject | None, workflow) -> Any:
+    """The source's catalogue label (rgzlabel.science.catalogue), or None with no subject."""
+    from rgzlabel.science.catalogue import SubjectState, catalogue_entries
+    from rgzlabel.science.predictions import predict_sources
+
+    if subject is None:
+        return None
+    state = SubjectState(
+        source.pk,
+        subject.retired_at is not None,
+        subject.retire_reason,
+        subject.consensus_label,
+        subject.weighted_label,
+        subject.assisted_label,
+        subject.vote_count,
+    )
+    return catalogue_entries(workflow, [state], predict_sources([source.pk]))[source.pk]
+
+
 def source_report(source: Source) -> dict[str, Any]:
     """Everything the source page shows; votes only as counts, never who cast them."""
     workflow = default_workflow()
     votes = Counter(Classification.objects.filter(source=source, is_gold=False).values_list("label", flat=True))
+    subject = Subject.objects.filter(source=source, workflow=workflow).first()
     report: dict[str, Any] = {
         "source": source,
         "provenances": list(source.provenances.order_by("dataset")),
-        "subject": Subject.objects.filter(source=source, workflow=workflow).first(),
+        "subject": subject,
+        "catalogue": catalogue_entry(source, subject, workflow),
         "votes": votes.most_common(),
         "n_votes": sum(votes.values()),
         "predictions": predictions(source),

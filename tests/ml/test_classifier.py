@@ -89,3 +89,25 @@ def test_by_default_it_is_uncalibrated_and_does_not_lean_to_the_majority_class()
     plain = fit_classifier(x[unbalanced], y[unbalanced], ClassifierConfig(class_weight=None))
     # Balanced weights predict the rare class more often than the unweighted fit does.
     assert (classifier.predict(x) == 0).sum() > (plain.predict(x) == 0).sum()
+
+
+def test_projecting_wide_embeddings_is_the_same_model_up_to_max_dim_labels():
+    """An L2-penalised linear model's weights lie in the span of its (centred) training rows,
+    so projecting on the labelled rows' principal directions changes nothing until there are
+    more labels than directions kept; past that it keeps max_dim directions."""
+    rng = np.random.default_rng(3)
+    # A few latent factors shared by many features, as in an encoder's embedding, plus noise.
+    latent = rng.normal(size=(200, 4))
+    wide = latent @ rng.normal(size=(4, 96)) + rng.normal(size=(200, 96))
+    labels = (latent.sum(axis=1) > 0).astype(int)
+    few = np.arange(40)
+    full = fit_classifier(wide[few], labels[few], ClassifierConfig(max_iter=10_000))
+    projected = fit_classifier(wide[few], labels[few], ClassifierConfig(max_iter=10_000, max_dim=48))
+    assert len(projected.estimator) == 3 and len(full.estimator) == 2  # scaler, PCA, model
+    np.testing.assert_allclose(projected.predict_proba(wide), full.predict_proba(wide), atol=2e-3)
+
+    many = fit_classifier(wide, labels, ClassifierConfig(max_dim=16))
+    assert many.estimator[1].n_components_ == 16 and many.n_features == 96
+    assert (many.predict(wide) == labels).mean() > 0.8
+    # Narrow embeddings are never projected.
+    assert len(fit_classifier(wide[:, :8], labels, ClassifierConfig(max_dim=16)).estimator) == 2

@@ -168,6 +168,22 @@ def test_fast_probe_finds_the_classifier_optimum(n, d):
     assert (fast.predict(new) == slow.predict(new)).mean() > 0.97
 
 
+def test_fast_probe_projects_wide_embeddings_as_the_classifier_does():
+    """With max_dim, both keep the labelled rows' leading principal directions: the same model."""
+    from ml.classifier import fit_classifier
+
+    rng = np.random.default_rng(5)
+    latent, mixing = rng.normal(size=(160, 3)), rng.normal(size=(3, 80))
+    x = latent[:120] @ mixing + rng.normal(size=(120, 80))
+    y = np.where(latent[:120, 0] + rng.normal(0, 0.5, 120) > 0, "FRII", "FRI")
+    config = ClassifierConfig(calibrate_min_per_class=10**9, class_weight=None, max_iter=10_000, max_dim=12)
+    fast, slow = fit_probe(x, y, config), fit_classifier(x, y, config)
+    new = latent[120:] @ mixing + rng.normal(size=(40, 80))
+    np.testing.assert_allclose(fast.predict_proba(new), slow.predict_proba(new), atol=0.02)
+    unprojected = fit_probe(x, y, PLAIN)
+    assert np.abs(unprojected.predict_proba(new) - fast.predict_proba(new)).max() > 0.02  # it did project
+
+
 def test_the_accuracy_interval_holds_its_estimate_at_zero_and_one() -> None:
     # At p = 0 or 1 the Wilson bound equals p only up to rounding; the interval must still contain p.
     for correct in (np.zeros(20, dtype=bool), np.ones(20, dtype=bool), np.zeros(7, dtype=bool)):

@@ -119,3 +119,23 @@ def test_the_export_carries_the_catalogue_label_and_its_basis(
     assert rows[pool[0].pk]["catalogue_confidence"] == ""
     assert rows[pool[55].pk]["catalogue_basis"] == BASIS_CLASSIFIER
     assert rows[pool[55].pk]["catalogue_label"] == rows[pool[55].pk]["predicted_label"] == "FRII"
+
+
+def test_the_source_page_states_the_catalogue_label_and_where_it_comes_from(
+    trained,  # noqa: F811
+    pool,
+    workflow,
+    volunteer,
+    other_volunteer,
+    admin_user,
+    client,
+) -> None:
+    doubtful = doubtful_fri(pool)
+    vote(volunteer, doubtful, "FRII", workflow)
+    vote(other_volunteer, doubtful, "FRII", workflow)
+    client.force_login(admin_user)
+
+    page = client.get(reverse("science:source", args=[doubtful.pk])).content.decode()
+    assert "Catalogue label: <b>FRII</b>, from its votes so far and the classifier" in page
+    page = client.get(reverse("science:source", args=[pool[0].pk])).content.decode()
+    assert "Catalogue label: <b>FRI</b>, from the volunteers' consensus" in page
