@@ -5,7 +5,8 @@ Usage::
     python -m bench.live_fit --checkpoint byol-cpu-quick-e25-s0.pt [--dims none,16,32,64,128]
         [--budgets 36,73,145,291] [--seeds 0-4] [--views dihedral]
 
-Validation only: the MiraBest Confident *training* sources, split by stratified 5-fold
+Validation only: the MiraBest *training* sources (``--classes three``: all of them, FRI /
+FRII / hybrid, as the campaign's retrain fits; ``confident``: the paper's two), split by stratified 5-fold
 cross-validation; each label subset is drawn from four folds and judged on the fifth. The
 test sources are never read. Per ``max_dim`` and budget: validation accuracy (mean +- std
 over folds x subsets), the seconds of one classifier fit and of the 5-member committee the
@@ -39,6 +40,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budgets", default="36,73,145,291")
     parser.add_argument("--seeds", default="0-4", help="label subsets per fold and budget")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument(
+        "--classes",
+        choices=("confident", "three"),
+        default="three",
+        help="confident: MiraBest Confident's FRI / FRII training sources (the paper's task); three: every "
+        "training source, Uncertain ones included, FRI / FRII / hybrid (what the campaign's retrain fits)",
+    )
     parser.add_argument("--committee", type=int, default=5, help="committee members timed (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for the embedding")
     parser.add_argument("--mirabest", type=Path, default=shared_data() / "mirabest" / "MiraBest_F_batches.tar.gz")
@@ -47,14 +55,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def training_features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
     """Features and labels of the training sources only (the test split is dropped unread)."""
+    from ml.datasets import read_mirabest
     from ml.evaluation import load_mirabest_confident_split
 
-    split = load_mirabest_confident_split(args.mirabest)
+    if args.classes == "confident":
+        split = load_mirabest_confident_split(args.mirabest)
+        images, labels = split.train_images, split.train_labels
+    else:
+        records = [r for r in read_mirabest(args.mirabest) if r.split == "train"]
+        names = sorted({str(r.label) for r in records})
+        images = np.stack([r.image for r in records])
+        labels = np.array([names.index(str(r.label)) for r in records])
     if args.checkpoint is None:
         from ml.baseline import pixel_pca_embeddings
 
-        features = pixel_pca_embeddings(split.train_images, dim=args.pca_dim)
-        return features, split.train_labels, f"pixel PCA {args.pca_dim}"
+        features = pixel_pca_embeddings(images, dim=args.pca_dim)
+        return features, labels, f"pixel PCA {args.pca_dim}"
     import torch
 
     from ml.checkpoint import load_checkpoint
@@ -62,8 +78,8 @@ def training_features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray,
 
     torch.set_num_threads(args.threads)
     encoder = load_checkpoint(args.checkpoint).encoder
-    features = embed(encoder, split.train_images, device="cpu", views=args.views)
-    return features, split.train_labels, f"{args.checkpoint.name} ({args.views})"
+    features = embed(encoder, images, device="cpu", views=args.views)
+    return features, labels, f"{args.checkpoint.name} ({args.views})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     features, labels, name = training_features(args)
     dims, budgets, seeds = parse_dims(args.dims), [int(b) for b in args.budgets.split(",")], parse_seeds(args.seeds)
     print(
-        f"live fit on {name}: {features.shape[0]} training sources x {features.shape[1]} dimensions, "
+        f"live fit on {name}: {features.shape[0]} training sources ({args.classes}) x {features.shape[1]} dimensions, "
         f"{args.folds}-fold validation, {len(seeds)} subsets per fold and budget; one BLAS thread"
     )
     folds = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(features, labels))

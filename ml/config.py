@@ -211,9 +211,12 @@ class ClassifierConfig:
 
 
 #: Widest embedding the labelling loop's classifiers (retrain, committee, the guard's replays) fit
-#: on unprojected; chosen on validation data by ``python -m bench.live_fit`` (docs/benchmarks.md,
-#: "The live classifier on a wide embedding"). The paper's linear probe (ml.evaluation) never projects.
-LIVE_MAX_DIM = 64
+#: unprojected; None: never project. Measured on validation folds of the MiraBest training set with
+#: ``python -m bench.live_fit`` (docs/benchmarks.md, "The live classifier on the 512-d encoder"):
+#: projecting the cpu-quick encoder's 512 dimensions to 64 saved 10-45 % of a fit's time but cost
+#: 0.9 points at 145 labels and 3.1 at 291, so the shipped loop does not project. The paper's
+#: linear probe (ml.evaluation) never projects.
+LIVE_MAX_DIM: int | None = None
 #: The labelling loop's classifier.
 LIVE_CLASSIFIER = ClassifierConfig(max_dim=LIVE_MAX_DIM)
 

@@ -109,8 +109,8 @@ def fit_probe(
     targets = check_labels(labels, len(matrix))
     classes, codes = np.unique(targets, return_inverse=True)
     if len(classes) > 2:
-        plain = ClassifierConfig(C=config.C, calibrate_min_per_class=10**9, class_weight=None, max_dim=config.max_dim)
-        return fit_classifier(matrix, targets, plain, seed=seed)
+        multiclass = ClassifierConfig(C=config.C, calibrate_min_per_class=10**9, max_dim=config.max_dim)
+        return fit_classifier(matrix, targets, multiclass, seed=seed)
     mean = matrix.mean(axis=0)
     scale = matrix.std(axis=0)
     scale[scale == 0] = 1.0
