@@ -272,7 +272,24 @@ def campaign_summary(days: int = 30) -> dict[str, Any]:
         "confusion": list(zip(active.classes, active.metrics.get("confusion", []), strict=False)) if active else [],
         "encoder": EncoderVersion.objects.first(),
         "queue": queue_summary(workflow),
+        "catalogue": catalogue_composition(subjects, active is not None),
     }
+
+
+def catalogue_composition(subjects, with_classifier: bool) -> dict[str, int]:
+    """How many sources' catalogue labels rest on what (rgzlabel.science.catalogue), in one query."""
+    from django.db.models import Q
+
+    from rgzlabel.labelling.services import MACHINE_ASSISTED_REASON
+
+    retired, still_open = Q(retired_at__isnull=False), Q(retired_at__isnull=True)
+    counts = subjects.aggregate(
+        volunteers=Count("pk", filter=retired & ~Q(retire_reason=MACHINE_ASSISTED_REASON)),
+        assisted=Count("pk", filter=retired & Q(retire_reason=MACHINE_ASSISTED_REASON)),
+        voted=Count("pk", filter=still_open & Q(vote_count__gt=0)),
+        unseen=Count("pk", filter=still_open & Q(vote_count=0)),
+    )
+    return {**counts, "with_classifier": with_classifier}
 
 
 def queue_summary(workflow) -> dict[str, Any]:

@@ -139,3 +139,25 @@ def test_the_source_page_states_the_catalogue_label_and_where_it_comes_from(
     assert "Catalogue label: <b>FRII</b>, from its votes so far and the classifier" in page
     page = client.get(reverse("science:source", args=[pool[0].pk])).content.decode()
     assert "Catalogue label: <b>FRI</b>, from the volunteers' consensus" in page
+
+
+def test_the_dashboard_says_what_the_catalogue_rests_on(
+    trained,  # noqa: F811
+    pool,
+    workflow,
+    volunteer,
+    admin_user,
+    client,
+) -> None:
+    vote(volunteer, pool[50], "FRII", workflow)
+    vote(volunteer, pool[51], "FRII", workflow)
+    client.force_login(admin_user)
+    open_subjects = Subject.objects.filter(workflow=workflow, retired_at__isnull=True)
+    unseen = open_subjects.filter(vote_count=0).count()
+    retired = Subject.objects.filter(workflow=workflow, retired_at__isnull=False).exclude(retire_reason="gold").count()
+
+    page = client.get(reverse("science:dashboard")).content.decode()
+
+    assert f"<b>{retired}</b> from the volunteers' consensus" in page and retired == 20
+    assert "<b>2</b> from their votes so far and the classifier" in page
+    assert f"<b>{unseen}</b> from the classifier alone" in page and unseen == 70 - 20 - 2
