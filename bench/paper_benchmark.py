@@ -81,6 +81,19 @@ def parse_seeds(text: str) -> list[int]:
     return sorted(set(seeds))
 
 
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the methods' settings and where they run (read by :func:`method_runner`)."""
+    parser.add_argument(
+        "--finetune-preset",
+        choices=("paper", "cpu-quick", "tiny"),
+        help="fine-tuning / supervised settings (default: the encoder's pretraining preset, else paper)",
+    )
+    parser.add_argument("--finetune-epochs", type=int, help="override the fine-tuning preset's epochs")
+    parser.add_argument("--pca-dim", type=int, default=64)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data = shared_data()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -107,15 +120,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated from {', '.join(METHODS)}")
     parser.add_argument("--budgets", default="36,73,145,291,729")
     parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1,2")
-    parser.add_argument(
-        "--finetune-preset",
-        choices=("paper", "cpu-quick", "tiny"),
-        help="fine-tuning / supervised settings (default: the encoder's pretraining preset, else paper)",
-    )
-    parser.add_argument("--finetune-epochs", type=int, help="override the fine-tuning preset's epochs")
-    parser.add_argument("--pca-dim", type=int, default=64)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    add_method_options(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "benchmarks")
     parser.add_argument("--docs-plot", default=str(ROOT / "docs" / PLOT_FILE), help="copy of the plot ('' for none)")
     parser.add_argument("--fresh", action="store_true", help="discard results already in OUT")
@@ -264,14 +269,70 @@ def method_runner(
     def fit_predict(indices: np.ndarray, seed: int) -> np.ndarray:
         images, labels = split.train_images[indices], split.train_labels[indices]
         if method == "finetune":
-            result = finetune(encoder, images, labels, finetune_config, n_classes=2, device=device, seed=seed)
+            result = finetune(
+                encoder, images, labels, finetune_config, n_classes=split.n_classes, device=device, seed=seed
+            )
         else:
             result = train_supervised_baseline(
-                images, labels, finetune_config, encoder.config, n_classes=2, device=device, seed=seed
+                images, labels, finetune_config, encoder.config, n_classes=split.n_classes, device=device, seed=seed
             )
         return predict_proba(result.model, split.test_images, device=device).argmax(axis=1)
 
     return fit_predict
+
+
+def finetune_setup(args: argparse.Namespace, checkpoint: Any) -> tuple[Any, Any]:
+    """The encoder and fine-tuning settings the methods of ``args.methods`` need.
+
+    Returns:
+        ``(encoder, finetune_config)``: the checkpoint's encoder (for ``supervised`` without
+        one, a fresh encoder of the paper's architecture; else ``None``), and the settings of
+        ``args.finetune_preset`` (default: the checkpoint's pretraining preset, else
+        ``paper``) with ``args.finetune_epochs``, or ``None`` when no method fine-tunes.
+    """
+    from ml.config import FINETUNE_PRESETS, get_finetune_config
+
+    encoder = checkpoint.encoder if checkpoint else None
+    finetune_config = None
+    if FINETUNE_METHODS & set(args.methods):
+        default = checkpoint.pretrain_config.name if checkpoint and checkpoint.pretrain_config else "paper"
+        preset = args.finetune_preset or (default if default in FINETUNE_PRESETS else "paper")
+        overrides = {} if args.finetune_epochs is None else {"epochs": args.finetune_epochs}
+        finetune_config = get_finetune_config(preset, **overrides)
+    if "supervised" in args.methods and encoder is None:
+        # Without a checkpoint the baseline still needs an architecture: the paper's.
+        from ml.config import EncoderConfig
+        from ml.encoder import build_encoder
+
+        encoder = build_encoder(EncoderConfig())
+    return encoder, finetune_config
+
+
+def checkpoint_summary(path: Path, checkpoint: Any) -> dict[str, Any]:
+    """What a results file records about the encoder checkpoint it evaluated."""
+    from ml.config import config_to_dict
+
+    return {
+        "checkpoint": str(path),
+        "pretrain_config": config_to_dict(checkpoint.pretrain_config) if checkpoint.pretrain_config else None,
+        "steps": checkpoint.steps,
+        "pretraining_images": checkpoint.data.n_images if checkpoint.data else None,
+        "created_at": checkpoint.created_at,
+        "code_version": checkpoint.code_version,
+    }
+
+
+def run_summary(module: str, started_at: str, device: str | None, argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The command line (``argv``, default this process's), start time, machine and torch device of this run."""
+    import torch
+
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    return {
+        "command": " ".join([executable(), "-m", module, *arguments]),
+        "started_at": started_at,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
+        "device": str(torch.device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")),
+    }
 
 
 def plan_fits(
@@ -368,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from ml.checkpoint import load_checkpoint
-    from ml.config import FINETUNE_PRESETS, config_to_dict, get_finetune_config
+    from ml.config import config_to_dict
     from ml.evaluation import SubsetResult, evaluate_subsets, load_mirabest_confident_split, markdown_table, summarise
 
     if args.threads:
@@ -384,21 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pretrain_preset:
         checkpoint_path, pretraining = pretrain_checkpoint(args, device)
     checkpoint = load_checkpoint(checkpoint_path) if checkpoint_path else None
-    encoder = checkpoint.encoder if checkpoint else None
-
-    uses_finetune = bool(FINETUNE_METHODS & set(args.methods))
-    finetune_config = None
-    if uses_finetune:
-        default = checkpoint.pretrain_config.name if checkpoint and checkpoint.pretrain_config else "paper"
-        preset = args.finetune_preset or (default if default in FINETUNE_PRESETS else "paper")
-        overrides = {} if args.finetune_epochs is None else {"epochs": args.finetune_epochs}
-        finetune_config = get_finetune_config(preset, **overrides)
-    if "supervised" in args.methods and encoder is None:
-        # Without a checkpoint the baseline still needs an architecture: the paper's.
-        from ml.config import EncoderConfig
-        from ml.encoder import build_encoder
-
-        encoder = build_encoder(EncoderConfig())
+    encoder, finetune_config = finetune_setup(args, checkpoint)
 
     identity = {
         "encoder_sha256": file_sha256(checkpoint_path) if checkpoint_path else None,
@@ -409,24 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results_path = args.out / RESULTS_FILE
     record = load_results(results_path, identity, args.fresh)
     if checkpoint is not None:
-        record["encoder"] = {
-            "checkpoint": str(checkpoint_path),
-            "pretrain_config": config_to_dict(checkpoint.pretrain_config) if checkpoint.pretrain_config else None,
-            "steps": checkpoint.steps,
-            "pretraining_images": checkpoint.data.n_images if checkpoint.data else None,
-            "created_at": checkpoint.created_at,
-            "code_version": checkpoint.code_version,
-        }
+        record["encoder"] = checkpoint_summary(checkpoint_path, checkpoint)
     if pretraining and "pool" in pretraining:
         record["pretraining"] = pretraining
-    record["runs"].append(
-        {
-            "command": " ".join([executable(), "-m", "bench.paper_benchmark", *sys.argv[1:]]),
-            "started_at": started_at,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}",
-            "device": str(torch.device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")),
-        }
-    )
+    record["runs"].append(run_summary("bench.paper_benchmark", started_at, device))
     done = {(r["method"], r["budget"], r["seed"]) for r in record["results"]}
 
     split = load_mirabest_confident_split(args.mirabest)

@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,13 +364,7 @@ def read_png_catalogue(
         DatasetError: the CSV cannot be opened or lacks a required column.
     """
     folder, csv_path = Path(folder), Path(csv_path)
-    try:
-        handle = csv_path.open(newline="", encoding="utf-8-sig")  # -sig: Excel writes a BOM
-    except OSError as exc:
-        raise DatasetError(f"{csv_path.name}: cannot open the catalogue ({exc})") from exc
-    with handle:
-        reader = csv.DictReader(handle)
-        columns = {column.strip().lower(): column for column in reader.fieldnames or []}
+    with open_catalogue(csv_path) as (reader, columns):
         missing = {"name", "ra", "dec"} - columns.keys()
         if missing:
             raise DatasetError(f"{csv_path.name}: missing required column(s) {sorted(missing)}")
@@ -385,6 +380,30 @@ def read_png_catalogue(
                 continue
             seen.add(record.name)
             yield record
+
+
+@contextmanager
+def open_catalogue(csv_path: str | Path) -> Iterator[tuple[csv.DictReader[str], dict[str, str]]]:
+    """Open a CSV catalogue: its row reader, and its columns by lower-case, stripped header name.
+
+    Column names are matched case-insensitively (``Label`` is ``label``); ``reader.line_num``
+    is the line of the row just read (the header is line 1).
+
+    Raises:
+        DatasetError: the file cannot be opened.
+    """
+    csv_path = Path(csv_path)
+    try:
+        handle = csv_path.open(newline="", encoding="utf-8-sig")  # -sig: Excel writes a BOM
+    except OSError as exc:
+        raise DatasetError(f"{csv_path.name}: cannot open the catalogue ({exc})") from exc
+    with handle:
+        reader = csv.DictReader(handle)
+        try:
+            fieldnames = reader.fieldnames or []
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise DatasetError(f"{csv_path.name}: not a UTF-8 CSV file ({exc})") from exc
+        yield reader, {column.strip().lower(): column for column in fieldnames}
 
 
 def _catalogue_record(

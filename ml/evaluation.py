@@ -42,15 +42,22 @@ class BenchmarkSplit:
 
     Attributes:
         train_images: uint8 (N_train, 150, 150).
-        train_labels: int64 (N_train,), indices into ``CLASS_NAMES``.
+        train_labels: int64 (N_train,), indices into ``class_names``.
         test_images: uint8 (N_test, 150, 150).
         test_labels: int64 (N_test,).
+        class_names: Class names in label order (default: MiraBest Confident's FRI, FRII).
     """
 
     train_images: np.ndarray
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (labels are indices into ``class_names``)."""
+        return len(self.class_names)
 
 
 def load_mirabest_confident_split(path: str | Path) -> BenchmarkSplit:
@@ -128,9 +135,40 @@ def stratified_subset(labels: Sequence[int] | np.ndarray, budget: int, seed: int
     """
     targets = np.asarray(labels)
     counts = class_counts(targets, budget)
-    rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(np.flatnonzero(targets == label))[:count] for label, count in counts.items()]
+    orders = _class_orders(targets, seed)
+    chosen = [orders[label][:count] for label, count in counts.items()]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def per_class_subset(labels: Sequence[int] | np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Indices of a class-balanced random subset: ``per_class`` labels of every class.
+
+    The members of each class are shuffled as in :func:`stratified_subset` (the same order
+    for the same seed), so subsets of one seed are nested as ``per_class`` grows.
+
+    Args:
+        labels: Class of every training item.
+        per_class: Labels drawn from each class.
+        seed: Seed of the draw.
+
+    Returns:
+        Sorted int64 indices into ``labels`` (``per_class`` times the number of classes).
+
+    Raises:
+        ValueError: ``per_class`` below 1 or above the size of the smallest class.
+    """
+    targets = np.asarray(labels)
+    orders = _class_orders(targets, seed)
+    smallest = min((len(members) for members in orders.values()), default=0)
+    if not 1 <= per_class <= smallest:
+        raise ValueError(f"{per_class} labels per class must lie in 1..{smallest} (the smallest class)")
+    return np.sort(np.concatenate([members[:per_class] for members in orders.values()])).astype(np.int64)
+
+
+def _class_orders(targets: np.ndarray, seed: int) -> dict[int, np.ndarray]:
+    """The members of each class (ascending class order) in a random order fixed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    return {int(label): rng.permutation(np.flatnonzero(targets == label)) for label in np.unique(targets)}
 
 
 @dataclass(frozen=True)
@@ -154,6 +192,8 @@ class SubsetResult:
 
 #: Fit on the given training indices and return predicted test labels; the int is the seed.
 FitPredict = Callable[[np.ndarray, int], np.ndarray]
+#: Draw the training indices of a budget: ``(labels, budget, seed) -> indices``.
+SubsetDraw = Callable[[np.ndarray, int, int], np.ndarray]
 
 
 def error_rate(predictions: np.ndarray, labels: np.ndarray) -> float:
@@ -173,6 +213,7 @@ def evaluate_subsets(
     seeds: Iterable[int],
     *,
     on_result: Callable[[SubsetResult], None] | None = None,
+    draw: SubsetDraw = stratified_subset,
 ) -> list[SubsetResult]:
     """Run ``fit_predict`` on the stratified subset of every (budget, seed) and score it.
 
@@ -182,8 +223,10 @@ def evaluate_subsets(
         train_labels: Labels of the whole training set (the subsets index into it).
         test_labels: True test labels.
         budgets: Label budgets.
-        seeds: Seeds; the subset for (budget, seed) is ``stratified_subset(..., budget, seed)``.
+        seeds: Seeds; the subset for (budget, seed) is ``draw(train_labels, budget, seed)``.
         on_result: Called after each result (progress bars, saving as results arrive).
+        draw: How a budget's subset is drawn: :func:`stratified_subset` (a total budget,
+            by default) or :func:`per_class_subset` (a budget per class).
 
     Returns:
         One result per (budget, seed), budgets outermost.
@@ -192,7 +235,7 @@ def evaluate_subsets(
     seed_list = list(seeds)
     for budget in budgets:
         for seed in seed_list:
-            indices = stratified_subset(train_labels, budget, seed)
+            indices = draw(train_labels, budget, seed)
             started = time.perf_counter()
             predictions = fit_predict(indices, seed)
             result = SubsetResult(
@@ -267,6 +310,7 @@ def markdown_table(
     budgets: Sequence[int],
     *,
     labels: dict[str, str] | None = None,
+    column: str = "{} labels",
 ) -> str:
     """A markdown table: one row per method, one column per budget, ``mean ± std (n)`` in %.
 
@@ -275,10 +319,11 @@ def markdown_table(
         methods: Row order.
         budgets: Column order.
         labels: Display names of methods (default: the method names).
+        column: Heading of a budget's column, ``{}`` standing for the budget.
     """
     labels = labels or {}
     lines = [
-        "| method | " + " | ".join(f"{budget} labels" for budget in budgets) + " |",
+        "| method | " + " | ".join(column.format(budget) for budget in budgets) + " |",
         "| --- | " + " | ".join("---" for _ in budgets) + " |",
     ]
     for method in methods:
