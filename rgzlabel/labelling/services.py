@@ -683,6 +683,19 @@ def volunteer_posterior(votes: list[tuple[str, dict | None]], workflow: Workflow
     return posterior([keys.index(label) for label, _ in votes], confusions, np.full(len(keys), 1.0 / len(keys)))
 
 
+def votes_with_reliability(workflow: Workflow, source_ids) -> dict[int, list[tuple[str, dict | None]]]:
+    """Each source's non-gold votes, oldest first, with the voter's stored confusion matrices
+    (what :func:`volunteer_posterior` weighs them by)."""
+    votes: dict[int, list[tuple[str, dict | None]]] = {}
+    for source_id, label, confusion in (
+        Classification.objects.filter(workflow=workflow, source_id__in=list(source_ids), is_gold=False)
+        .order_by("created_at", "id")
+        .values_list("source_id", "label", "volunteer__profile__confusion")
+    ):
+        votes.setdefault(source_id, []).append((label, confusion))
+    return votes
+
+
 def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow) -> tuple[str, float]:
     """Dawid-Skene posterior of one subject from (label, voter's stored confusion matrices) pairs."""
     post = volunteer_posterior(votes, workflow)
@@ -744,13 +757,7 @@ def machine_assisted_retire(
         .exclude(source_id__in=gold)
         .values_list("source_id", "vote_count")
     )
-    votes: dict[int, list[tuple[str, dict | None]]] = {}
-    for source_id, label, confusion in (
-        Classification.objects.filter(workflow=workflow, source_id__in=list(candidates), is_gold=False)
-        .order_by("created_at", "id")
-        .values_list("source_id", "label", "volunteer__profile__confusion")
-    ):
-        votes.setdefault(source_id, []).append((label, confusion))
+    votes = votes_with_reliability(workflow, candidates)
     decided: list[tuple[int, int, str, float]] = []
     for source_id, count in candidates.items():
         report.checked += 1

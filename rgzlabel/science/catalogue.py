@@ -14,13 +14,13 @@ volunteer-retired rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from rgzlabel.labelling.models import Classification, Workflow
-from rgzlabel.labelling.services import MACHINE_ASSISTED_REASON, volunteer_posterior
+from rgzlabel.labelling.models import Subject, Workflow
+from rgzlabel.labelling.services import MACHINE_ASSISTED_REASON, volunteer_posterior, votes_with_reliability
 from rgzlabel.science.predictions import Predictions
 
 #: Values of ``catalogue_basis``.
@@ -43,6 +43,19 @@ class SubjectState:
     assisted_label: str
     vote_count: int
 
+    @classmethod
+    def of(cls, subject: Subject) -> SubjectState:
+        """The state of a loaded subject."""
+        return cls(
+            subject.source_id,
+            subject.retired_at is not None,
+            subject.retire_reason,
+            subject.consensus_label,
+            subject.weighted_label,
+            subject.assisted_label,
+            subject.vote_count,
+        )
+
 
 @dataclass(frozen=True)
 class CatalogueEntry:
@@ -52,18 +65,6 @@ class CatalogueEntry:
 
 
 NO_ENTRY = CatalogueEntry("", None, "")
-
-
-def open_votes(workflow: Workflow, source_ids: Iterable[int]) -> dict[int, list[tuple[str, dict | None]]]:
-    """Each source's non-gold votes, oldest first, with the voter's stored confusion matrices."""
-    votes: dict[int, list[tuple[str, dict | None]]] = {}
-    for source_id, label, confusion in (
-        Classification.objects.filter(workflow=workflow, source_id__in=list(source_ids), is_gold=False)
-        .order_by("created_at", "id")
-        .values_list("source_id", "label", "volunteer__profile__confusion")
-    ):
-        votes.setdefault(source_id, []).append((label, confusion))
-    return votes
 
 
 def catalogue_entries(
@@ -79,7 +80,7 @@ def catalogue_entries(
     classes = list(predictions.classes) if predictions is not None else []
     shared = [c for c in classes if c in keys]
     voted_open = [s.source_id for s in subjects if not s.retired and s.vote_count > 0]
-    votes = open_votes(workflow, voted_open) if voted_open else {}
+    votes = votes_with_reliability(workflow, voted_open) if voted_open else {}
     entries: dict[int, CatalogueEntry] = {}
     for subject in subjects:
         if subject.retired:

@@ -211,15 +211,7 @@ def catalogue_entry(source: Source, subject: Subject | None, workflow) -> Any:
 
     if subject is None:
         return None
-    state = SubjectState(
-        source.pk,
-        subject.retired_at is not None,
-        subject.retire_reason,
-        subject.consensus_label,
-        subject.weighted_label,
-        subject.assisted_label,
-        subject.vote_count,
-    )
+    state = SubjectState.of(subject)
     return catalogue_entries(workflow, [state], predict_sources([source.pk]))[source.pk]
 
 

@@ -27,19 +27,17 @@ pool = test_loop.pool  # 30 FRI-like, 30 FRII-like and 10 ambiguous sources on 8
 
 def entries_of(sources, workflow, with_classifier: bool = True):
     ids = [s.pk for s in sources]
-    states = [
-        SubjectState(
-            subject.source_id,
-            subject.retired_at is not None,
-            subject.retire_reason,
-            subject.consensus_label,
-            subject.weighted_label,
-            subject.assisted_label,
-            subject.vote_count,
-        )
-        for subject in Subject.objects.filter(workflow=workflow, source_id__in=ids)
-    ]
+    states = [SubjectState.of(subject) for subject in Subject.objects.filter(workflow=workflow, source_id__in=ids)]
     return catalogue_entries(workflow, states, predict_sources(ids) if with_classifier else None)
+
+
+@pytest.fixture
+def overturned(trained, pool, workflow, volunteer, other_volunteer):  # noqa: F811
+    """The source the classifier leans to FRI on least surely, which two volunteers call FRII."""
+    doubtful = doubtful_fri(pool)
+    vote(volunteer, doubtful, "FRII", workflow)
+    vote(other_volunteer, doubtful, "FRII", workflow)
+    return doubtful
 
 
 def doubtful_fri(pool):
@@ -59,17 +57,9 @@ def export_rows(client) -> dict[int, dict[str, str]]:
     return {int(row["source_id"]): row for row in csv.DictReader(io.StringIO(body))}
 
 
-def test_votes_so_far_and_the_classifier_are_combined_for_open_sources(
-    trained,  # noqa: F811
-    pool,
-    workflow,
-    volunteer,
-    other_volunteer,
-) -> None:
+def test_votes_so_far_and_the_classifier_are_combined_for_open_sources(overturned, pool, workflow, volunteer) -> None:
     # Two volunteers call FRII a source the classifier is unsure of: their votes decide.
-    doubtful = doubtful_fri(pool)
-    vote(volunteer, doubtful, "FRII", workflow)
-    vote(other_volunteer, doubtful, "FRII", workflow)
+    doubtful = overturned
     # One vote agreeing with the classifier makes the label surer than the classifier alone.
     vote(volunteer, pool[23], "FRI", workflow)
 
@@ -97,17 +87,12 @@ def test_without_a_classifier_the_votes_decide_and_unseen_sources_have_no_label(
 
 
 def test_the_export_carries_the_catalogue_label_and_its_basis(
-    trained,  # noqa: F811
+    overturned,
     pool,
-    workflow,
-    volunteer,
-    other_volunteer,
     admin_user,
     client,
 ) -> None:
-    doubtful = doubtful_fri(pool)
-    vote(volunteer, doubtful, "FRII", workflow)
-    vote(other_volunteer, doubtful, "FRII", workflow)
+    doubtful = overturned
     client.force_login(admin_user)
 
     rows = export_rows(client)
@@ -122,17 +107,12 @@ def test_the_export_carries_the_catalogue_label_and_its_basis(
 
 
 def test_the_source_page_states_the_catalogue_label_and_where_it_comes_from(
-    trained,  # noqa: F811
+    overturned,
     pool,
-    workflow,
-    volunteer,
-    other_volunteer,
     admin_user,
     client,
 ) -> None:
-    doubtful = doubtful_fri(pool)
-    vote(volunteer, doubtful, "FRII", workflow)
-    vote(other_volunteer, doubtful, "FRII", workflow)
+    doubtful = overturned
     client.force_login(admin_user)
 
     page = client.get(reverse("science:source", args=[doubtful.pk])).content.decode()
