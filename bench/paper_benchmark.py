@@ -7,6 +7,8 @@ subsets of the 729 training sources, per label budget and seed, for four methods
 * ``linear-dihedral``: the same probe on features averaged over the 8 rotations/flips of
   the test view (``ml.embed.embed(views="dihedral")``, what the labelling server embeds with);
 * ``finetune``: the BYOL encoder fine-tuned with a linear head (``ml.finetune``);
+* ``semisup``: the same fine-tuning plus FixMatch consistency on the training part's other
+  images, unlabelled (``FinetuneConfig.unlabelled_weight``, ``--unlabelled-weight``);
 * ``supervised``: the same ResNet-18 from scratch on the same labels and augmentations;
 * ``pca``: raw-pixel PCA (fitted on the 729 training images) + logistic regression.
 
@@ -28,6 +30,24 @@ A reduced protocol on a CPU, in steps that add to the same results file:
 Results accumulate in ``OUT/paper_benchmark.json`` (one entry per method, budget and seed;
 entries already there are not recomputed); the table covers everything in that file, and
 the plot goes to ``OUT/paper_benchmark.png`` and ``docs/paper_benchmark.png``.
+
+Choices (architecture, pretraining and fine-tuning presets, probe settings) are made with
+``--split validation``, never on the test sources; the test set (``--split test``, the
+default) gives the final rows only, once the choices are fixed:
+
+    .venv/bin/python -m bench.paper_benchmark --split validation --folds 5 --methods pca --seeds 0-9
+
+With ``--split validation`` the 729 training sources are divided into ``--folds K`` stratified
+folds (``ml.evaluation.validation_split``, fixed shuffle): label seed ``s`` is scored on fold
+``s % K`` (seeds 0-4 score each of 5 folds once, seeds 5-9 again with other subsets), its
+labelled subset drawn by ``stratified_subset`` from the other folds, and every method (PCA
+included) is fitted on those folds only. Budgets larger than a fold's training part (729
+always is) are skipped with a line on stderr. Results go to
+``OUT/paper_benchmark_validation.json`` and ``OUT/paper_benchmark_validation.png``, whose
+identity records ``split`` and ``folds`` so validation and test results never mix; no docs
+plot is written unless ``--docs-plot`` names one. The encoder of the BYOL methods is
+pretrained without labels on a pool that excludes the test sources but holds the validation
+folds' images, so validation errors of those methods can be slightly optimistic.
 """
 
 from __future__ import annotations
@@ -35,6 +55,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -44,27 +65,33 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("linear", "linear-dihedral", "finetune", "supervised", "pca")
+METHODS = ("linear", "linear-dihedral", "finetune", "semisup", "supervised", "pca")
 METHOD_LABELS = {
     "linear": "BYOL features + logistic regression",
     "linear-dihedral": "BYOL features, mean of 8 rotations/flips, + logistic regression",
     "finetune": "BYOL fine-tuned",
+    "semisup": "BYOL fine-tuned + FixMatch on the unlabelled rest",
     "supervised": "supervised ResNet-18 from scratch",
     "pca": "raw-pixel PCA + logistic regression",
 }
 #: Methods that need the BYOL encoder, and those whose result depends on fine-tuning settings.
-ENCODER_METHODS = frozenset({"linear", "linear-dihedral", "finetune"})
-FINETUNE_METHODS = frozenset({"finetune", "supervised"})
+ENCODER_METHODS = frozenset({"linear", "linear-dihedral", "finetune", "semisup"})
+FINETUNE_METHODS = frozenset({"finetune", "semisup", "supervised"})
 #: The paper's headline: 7.79 % test error with 145 labels (mean of 10 seeds).
 PAPER_POINT = (145, 0.0779)
 RESULTS_FILE = "paper_benchmark.json"
 PLOT_FILE = "paper_benchmark.png"
+#: Where ``--split validation`` keeps its results and plot, apart from the test's.
+VALIDATION_RESULTS_FILE = "paper_benchmark_validation.json"
+VALIDATION_PLOT_FILE = "paper_benchmark_validation.png"
+#: Seed of the shuffle that assigns the training sources to validation folds.
+FOLD_SEED = 0
 
 
 def shared_data() -> Path:
@@ -89,6 +116,12 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         help="fine-tuning / supervised settings (default: the encoder's pretraining preset, else paper)",
     )
     parser.add_argument("--finetune-epochs", type=int, help="override the fine-tuning preset's epochs")
+    parser.add_argument(
+        "--unlabelled-weight",
+        type=float,
+        default=1.0,
+        help="semisup: weight of the consistency loss when the preset has none [1.0]",
+    )
     parser.add_argument("--pca-dim", type=int, default=64)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -120,9 +153,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated from {', '.join(METHODS)}")
     parser.add_argument("--budgets", default="36,73,145,291,729")
     parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,1,2")
+    parser.add_argument(
+        "--split",
+        choices=("test", "validation"),
+        default="test",
+        help="score on the 104 test sources (final rows only) or on stratified folds of the 729 training "
+        "sources (for every choice); default test",
+    )
+    parser.add_argument(
+        "--folds", type=int, default=5, help="validation folds K: label seed s is scored on fold s %% K (default 5)"
+    )
     add_method_options(parser)
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "benchmarks")
-    parser.add_argument("--docs-plot", default=str(ROOT / "docs" / PLOT_FILE), help="copy of the plot ('' for none)")
+    parser.add_argument(
+        "--docs-plot",
+        help=f"copy of the plot ('' for none; default docs/{PLOT_FILE} for the test split, none for validation)",
+    )
     parser.add_argument("--fresh", action="store_true", help="discard results already in OUT")
     parser.add_argument("--mirabest", type=Path, default=data / "mirabest" / "MiraBest_F_batches.tar.gz")
     parser.add_argument("--griese", type=Path, default=data / "firstgalaxydata" / "galaxy_data_h5.zip")
@@ -139,6 +185,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("pretrain_minutes", "stop_after"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.folds < 2:
+        parser.error("--folds must be at least 2")
+    if args.docs_plot is None:
+        args.docs_plot = str(ROOT / "docs" / PLOT_FILE) if args.split == "test" else ""
     args.budgets = [int(budget) for budget in args.budgets.split(",")]
     args.seeds = parse_seeds(args.seeds)
     return args
@@ -257,7 +307,7 @@ def method_runner(
     if method in ("linear", "linear-dihedral"):
         from ml.embed import embed
 
-        views = "dihedral" if method == "linear-dihedral" else "centre"
+        views: Literal["centre", "dihedral"] = "dihedral" if method == "linear-dihedral" else "centre"
         return linear_probe(
             embed(encoder, split.train_images, device=device, views=views),
             split.train_labels,
@@ -268,9 +318,20 @@ def method_runner(
 
     def fit_predict(indices: np.ndarray, seed: int) -> np.ndarray:
         images, labels = split.train_images[indices], split.train_labels[indices]
-        if method == "finetune":
+        if method in ("finetune", "semisup"):
+            config, unlabelled = finetune_config, None
+            if method == "semisup":  # the whole training part, its labels unused; never the scored sources
+                weight = finetune_config.unlabelled_weight or args.unlabelled_weight
+                config, unlabelled = dataclasses.replace(finetune_config, unlabelled_weight=weight), split.train_images
             result = finetune(
-                encoder, images, labels, finetune_config, n_classes=split.n_classes, device=device, seed=seed
+                encoder,
+                images,
+                labels,
+                config,
+                n_classes=split.n_classes,
+                device=device,
+                seed=seed,
+                unlabelled=unlabelled,
             )
         else:
             result = train_supervised_baseline(
@@ -383,8 +444,43 @@ def seed_counts(counts: Sequence[int]) -> str:
     return f"{high} seeds" if low == high else f"{low}-{high} seeds"
 
 
-def plot(path: Path, summary: dict[tuple[str, int], Any], methods: Sequence[str], majority_error: float) -> None:
-    """Test error against labels (log x), one line per method with seed spread as error bars."""
+def majority_error(labels: np.ndarray) -> float:
+    """Error of always predicting the most frequent class among ``labels`` (the labels scored).
+
+    Raises:
+        ValueError: No labels.
+    """
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    if not counts.sum():
+        raise ValueError("no labels to score")
+    return float(1 - counts.max() / counts.sum())
+
+
+def split_heading(split_name: str, split: Any, folds: int) -> str:
+    """The first line of the table: which sources its errors were scored on."""
+    if split_name == "validation":
+        return (
+            f"validation: {folds}-fold inside the {len(split.train_labels)} training sources "
+            f"(label seed s scored on fold s % {folds}; no test source used)"
+        )
+    return f"test: the {len(split.test_labels)} test sources"
+
+
+def plot(
+    path: Path,
+    summary: dict[tuple[str, int], Any],
+    methods: Sequence[str],
+    majority_error: float,
+    *,
+    error_name: str = "test error",
+    scored: str = "104 test sources",
+) -> None:
+    """Error against labels (log x), one line per method with seed spread as error bars.
+
+    Args:
+        error_name: What the errors are (``"test error"``, ``"validation error"``).
+        scored: Which sources were scored, for the y axis.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -405,19 +501,19 @@ def plot(path: Path, summary: dict[tuple[str, int], Any], methods: Sequence[str]
             color=f"C{METHODS.index(method)}",  # the same colour for a method whatever else is plotted
             label=f"{METHOD_LABELS[method]} ({seed_counts([cell.n_seeds for _, cell in points])})",
         )
-    axes.plot(PAPER_POINT[0], 100 * PAPER_POINT[1], "k*", markersize=12, label="paper: 7.79 % at 145 labels")
+    axes.plot(PAPER_POINT[0], 100 * PAPER_POINT[1], "k*", markersize=12, label="paper: 7.79 % test error at 145 labels")
     axes.axhline(100 * majority_error, color="grey", linestyle=":", label="majority class")
     axes.set_xscale("log")
     all_budgets = sorted({budget for _, budget in summary})
     axes.set_xticks(all_budgets, [str(budget) for budget in all_budgets])
     axes.minorticks_off()
     axes.set_xlabel("training labels (MiraBest Confident, stratified)")
-    axes.set_ylabel("test error (%), 104 test sources")
+    axes.set_ylabel(f"{error_name} (%), {scored}")
     highest = max([cell.mean + cell.std for cell in summary.values()], default=0.0)
     axes.set_ylim(0, 100 * max(0.5, majority_error + 0.03, highest + 0.02))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7)
-    axes.set_title("MiraBest Confident: test error vs labels (mean ± std over seeds)", fontsize=9)
+    axes.set_title(f"MiraBest Confident: {error_name} vs labels (mean ± std over seeds)", fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
@@ -430,11 +526,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ml.checkpoint import load_checkpoint
     from ml.config import config_to_dict
-    from ml.evaluation import SubsetResult, evaluate_subsets, load_mirabest_confident_split, markdown_table, summarise
+    from ml.evaluation import (
+        BenchmarkSplit,
+        SubsetResult,
+        evaluate_subsets,
+        load_mirabest_confident_split,
+        markdown_table,
+        summarise,
+        validation_split,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = None if args.device == "auto" else args.device
+    validation = args.split == "validation"
     torch.backends.cudnn.benchmark = True  # fixed shapes per loop: let cuDNN pick the fastest kernels
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -452,8 +557,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "encoder_config": config_to_dict(encoder.config) if encoder is not None else None,
         "finetune_config": config_to_dict(finetune_config) if finetune_config else None,
         "pca_dim": args.pca_dim if "pca" in args.methods else None,
+        "unlabelled_weight": args.unlabelled_weight if "semisup" in args.methods else None,
+        # Validation and test results live in different files, and each file says which it holds.
+        "split": args.split,
+        "folds": args.folds if validation else None,
+        "fold_seed": FOLD_SEED if validation else None,
     }
-    results_path = args.out / RESULTS_FILE
+    results_path = args.out / (VALIDATION_RESULTS_FILE if validation else RESULTS_FILE)
     record = load_results(results_path, identity, args.fresh)
     if checkpoint is not None:
         record["encoder"] = checkpoint_summary(checkpoint_path, checkpoint)
@@ -463,16 +573,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     done = {(r["method"], r["budget"], r["seed"]) for r in record["results"]}
 
     split = load_mirabest_confident_split(args.mirabest)
+    # With --split validation, seed s is scored on fold s % K of the training set and every
+    # method is fitted on the other folds; the test sources are not used at all.
+    parts: dict[int, BenchmarkSplit] = {}
+
+    def fold_of(seed: int) -> int | None:
+        return seed % args.folds if validation else None
+
+    def part(fold: int | None) -> BenchmarkSplit:
+        """The split a fit of ``fold`` is trained and scored on: the benchmark's own for None."""
+        if fold is None:
+            return split
+        if fold not in parts:
+            try:
+                parts[fold] = validation_split(split, fold, args.folds, seed=FOLD_SEED)
+            except ValueError as error:
+                raise SystemExit(f"--folds {args.folds}: {error}") from error
+        return parts[fold]
+
     # Results already in the file are kept, not recomputed: the CPU protocol is run in steps.
     # Seeds outermost, so a run stopped early leaves every method with the same seeds.
-    todo = plan_fits(args.methods, args.budgets, args.seeds, done)
-    runners: dict[str, Callable[[np.ndarray, int], np.ndarray]] = {}
+    todo = []
+    too_large: dict[int, set[int | None]] = {}
+    for seed, budget, method in plan_fits(args.methods, args.budgets, args.seeds, done):
+        if budget > len(part(fold_of(seed)).train_labels):
+            too_large.setdefault(budget, set()).add(fold_of(seed))
+        else:
+            todo.append((seed, budget, method))
+    for budget, folds in sorted(too_large.items()):
+        # One line per budget, however many seeds and methods it would have had.
+        sizes = sorted({len(part(fold).train_labels) for fold in folds})
+        available = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        named = sorted(fold for fold in folds if fold is not None)
+        folds_text = f" of validation fold(s) {', '.join(map(str, named))}" if named else ""
+        print(
+            f"skipping budget {budget}: more labels than the {available} training sources{folds_text}", file=sys.stderr
+        )
+    runners: dict[tuple[str, int | None], Callable[[np.ndarray, int], np.ndarray]] = {}
     left = 0
     with tqdm(total=len(todo), desc="subsets", unit="fit", file=sys.stderr, mininterval=2) as bar:
 
-        def keep(result: SubsetResult) -> None:
+        def keep(where: dict[str, Any], result: SubsetResult) -> None:
             # Saved as each result arrives, so an interrupted run loses at most one fit.
-            record["results"].append(dataclasses.asdict(result))
+            record["results"].append({**dataclasses.asdict(result), **where})
             write_json(results_path, record)
             bar.update()
             bar.set_postfix(method=result.method, budget=result.budget, err=f"{100 * result.error:.1f}%", refresh=False)
@@ -481,10 +624,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.stop_after is not None and time.perf_counter() - started > 60 * args.stop_after:
                 left = len(todo) - done_fits
                 break
-            if method not in runners:
-                runners[method] = method_runner(method, split, encoder, finetune_config, args, device)
+            fold = fold_of(seed)
+            scored = part(fold)
+            if (method, fold) not in runners:
+                runners[method, fold] = method_runner(method, scored, encoder, finetune_config, args, device)
+            where: dict[str, Any] = {"scored": len(scored.test_labels)}
+            if fold is not None:
+                where["fold"] = fold
             evaluate_subsets(
-                method, runners[method], split.train_labels, split.test_labels, [budget], [seed], on_result=keep
+                method,
+                runners[method, fold],
+                scored.train_labels,
+                scored.test_labels,
+                [budget],
+                [seed],
+                on_result=functools.partial(keep, where),
             )
     if left:
         print(
@@ -494,16 +648,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["runs"][-1]["fits_left"] = left
     write_json(results_path, record)
 
-    summary = summarise(SubsetResult(**r) for r in record["results"])
+    fields = [field.name for field in dataclasses.fields(SubsetResult)]
+    summary = summarise(SubsetResult(**{name: r[name] for name in fields}) for r in record["results"])
     if not summary:
         print(f"no results yet in {results_path}", file=sys.stderr)
         return 0
     present = [m for m in METHODS if any(name == m for name, _ in summary)]
     budgets = sorted({budget for _, budget in summary})
+    print(split_heading(args.split, split, args.folds))
     print(markdown_table(summary, present, budgets, labels=METHOD_LABELS))
-    majority_error = float(min(np.mean(split.test_labels == 0), np.mean(split.test_labels == 1)))
-    plot_path = args.out / PLOT_FILE
-    plot(plot_path, summary, present, majority_error)
+    if validation:
+        # The folds the results were scored on (those of earlier runs too).
+        scored_folds = sorted({int(r["fold"]) for r in record["results"]})
+        scored_labels = np.concatenate([part(fold).test_labels for fold in scored_folds])
+        scored_text = f"{len(scored_labels)} training sources in folds {', '.join(map(str, scored_folds))}"
+    else:
+        scored_labels = split.test_labels
+        scored_text = f"{len(scored_labels)} test sources"
+    plot_path = args.out / (VALIDATION_PLOT_FILE if validation else PLOT_FILE)
+    plot(
+        plot_path,
+        summary,
+        present,
+        majority_error(scored_labels),
+        error_name=f"{args.split} error",
+        scored=scored_text,
+    )
     if args.docs_plot:
         Path(args.docs_plot).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(plot_path, args.docs_plot)

@@ -137,7 +137,10 @@ def load_checkpoint(path: str | Path, *, expected: EncoderConfig | None = None) 
         raise CheckpointError(f"{path}: config not understood by this code ({exc})") from exc
     if expected is not None and config != expected:
         raise CheckpointError(f"{path}: encoder differs from the expected one: {_differences(config, expected)}")
-    encoder = RadioEncoder(config)
+    try:
+        encoder = RadioEncoder(config)
+    except ValueError as exc:  # an architecture this code does not know
+        raise CheckpointError(f"{path}: {exc}") from exc
     _check_weights(path, encoder, payload["state_dict"])
     encoder.load_state_dict(payload["state_dict"])
     encoder.eval()

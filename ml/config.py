@@ -6,6 +6,7 @@ Presets:
     ``cpu-quick``: the same recipe with a stride-2 stem and a 64-pixel view of the same
         70-pixel field, about 5x cheaper per image, sized for ~20 minutes on 2 CPU cores over
         ~3-4k images.
+    ``cpu-p4m``: ``cpu-quick`` with the rotation/flip-invariant p4m encoder (``EncoderConfig``).
     ``tiny``: a few steps on small views, for tests.
 """
 
@@ -41,22 +42,34 @@ class ViewConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The radio encoder: a torchvision ResNet-18 with a one-channel 3x3 stem.
+    """The radio encoder: a one-channel ResNet-18, or a rotation/flip-invariant p4m ResNet.
 
     Attributes:
-        arch: Backbone name; only ``"resnet18"`` exists.
-        stem_stride: Stride of the 3x3 first convolution: 1 in the paper, 2 quarters the cost.
+        arch: ``"resnet18"``: the paper's torchvision ResNet-18 with a 3x3 stem.
+            ``"p4m-resnet10"``: a ResNet of exact p4m group convolutions (``ml.equivariant``):
+            a lifting stem and one residual block per stage, whose features are unchanged
+            (to float precision) by any 90-degree rotation or flip of the input view.
+        stem_stride: 1 in the paper; 2 quarters the cost (ResNet-18: a stride-2 stem; p4m:
+            one more exact 2x downsampling after the stem).
         view: The input geometry and normalisation the encoder was trained with.
+        width: ``p4m-resnet10`` only: group channels of the first stage (each carries 8
+            orientations; the stages have ``width * (1, 2, 4, 8)``, the features ``8 * width``).
     """
 
-    arch: Literal["resnet18"] = "resnet18"
+    arch: Literal["resnet18", "p4m-resnet10"] = "resnet18"
     stem_stride: int = 1
     view: ViewConfig = field(default_factory=ViewConfig)
+    width: int = 16
 
     @property
     def feature_dim(self) -> int:
-        """Width of the pooled representation (512 for ResNet-18)."""
-        return 512
+        """Width of the pooled representation (512 for ResNet-18, ``8 * width`` for p4m)."""
+        return 8 * self.width if self.arch == "p4m-resnet10" else 512
+
+    @property
+    def invariant(self) -> bool:
+        """Whether the features are exactly invariant to the 8 rotations/flips of the view."""
+        return self.arch == "p4m-resnet10"
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,20 @@ class FinetuneConfig:
         weight_decay: AdamW weight decay (not applied to biases and normalisation).
         label_smoothing: Cross-entropy label smoothing.
         run: Loop settings.
+        unlabelled_weight: Weight (FixMatch's lambda) of the consistency loss on unlabelled
+            images (Sohn et al. 2020, ``ml.finetune.consistency_loss``); 0 trains on the
+            labels alone (the paper's recipe), above 0 ``finetune`` needs unlabelled images.
+        confidence_threshold: FixMatch's tau: an unlabelled image counts only when the
+            largest class probability of its weak view reaches this.
+        unlabelled_ratio: FixMatch's mu: unlabelled images per labelled image in a step
+            (a step sees ``batch_size`` labelled and ``unlabelled_ratio * batch_size``
+            unlabelled images, each of those as a weak and a strong view).
+        strong_augment: Random strong views of the unlabelled images (the weak views are
+            ``augment``). Radio sources have no orientation, so rotations and flips leave
+            the class alone; the strength comes from a wider crop (down to half the field's
+            area, so at least ~70 % of its side stays in view), brightness and contrast
+            jitter on every view at +-60 %, and blur on half of them. No cutout: hiding a
+            lobe can turn one morphology into another.
     """
 
     name: str = "paper"
@@ -178,6 +205,14 @@ class FinetuneConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     run: RunConfig = field(default_factory=RunConfig)
+    unlabelled_weight: float = 0.0
+    confidence_threshold: float = 0.95
+    unlabelled_ratio: int = 3
+    strong_augment: AugmentConfig = field(
+        default_factory=lambda: AugmentConfig(
+            crop_scale=(0.5, 1.0), brightness=0.6, contrast=0.6, jitter_p=1.0, blur_p=0.5, blur_sigma=(0.1, 2.0)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -221,6 +256,9 @@ LIVE_MAX_DIM: int | None = None
 LIVE_CLASSIFIER = ClassifierConfig(max_dim=LIVE_MAX_DIM)
 
 _CPU_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=64))
+#: The cpu-quick geometry with the p4m-invariant encoder; width 12 (96 features) costs about 1.3x the
+#: ResNet-18's BYOL step on one CPU thread (python -m bench.encoder_throughput --presets cpu-quick,cpu-p4m).
+_CPU_P4M_ENCODER = EncoderConfig(arch="p4m-resnet10", stem_stride=2, width=12, view=ViewConfig(input_size=64))
 _TINY_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=32))
 _TINY_RUN = RunConfig(progress_every=1)
 
@@ -234,12 +272,22 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
         warmup_epochs=2,
         tau_schedule="cosine",
     ),
+    "cpu-p4m": PretrainConfig(
+        name="cpu-p4m",
+        encoder=_CPU_P4M_ENCODER,
+        batch_size=128,
+        epochs=25,
+        warmup_epochs=2,
+        tau_schedule="cosine",
+    ),
     "tiny": PretrainConfig(name="tiny", encoder=_TINY_ENCODER, batch_size=8, epochs=2, warmup_epochs=1, run=_TINY_RUN),
 }
 
 FINETUNE_PRESETS: dict[str, FinetuneConfig] = {
     "paper": FinetuneConfig(),
     "cpu-quick": FinetuneConfig(name="cpu-quick", epochs=40, warmup_epochs=2),
+    # cpu-quick plus FixMatch consistency on the unlabelled pool (finetune(..., unlabelled=...)).
+    "cpu-semisup": FinetuneConfig(name="cpu-semisup", epochs=40, warmup_epochs=2, unlabelled_weight=1.0),
     "tiny": FinetuneConfig(name="tiny", batch_size=8, epochs=2, warmup_epochs=1, run=_TINY_RUN),
 }
 

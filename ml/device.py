@@ -37,8 +37,10 @@ def place(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Mo
     (about 27 vs 18 images/s for a BYOL step of the paper's ResNet-18).
     """
     module.to(device)
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
+    if channels_last:  # image-shaped (4-D) weights only: p4m group filters are 5-D
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.dim() == 4:
+                tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
     return module
 
 

@@ -79,7 +79,8 @@ def embed(
     The encoder sees the deterministic test view (centre crop, normalisation) in eval mode
     and float32, so the same images always give the same rows. ``views="dihedral"``
     averages the features of the eight rotations/flips of that view: rows that do not
-    depend on the source's orientation, at eight times the cost.
+    depend on the source's orientation, at eight times the cost; an invariant encoder
+    (``encoder.invariant``, the p4m one) gives those rows from the centre view alone.
 
     Args:
         encoder: A trained encoder; it is switched to eval mode and moved to ``device``.
@@ -107,6 +108,8 @@ def embed(
         raise ShapeMismatchError(f"out must be float32 {shape}, got {out.dtype} {out.shape}")
     device = resolve_device(device)
     encoder.eval().to(device)
+    if encoder.invariant:  # the eight poses give the same rows (to float precision): one pass, not eight
+        views = "centre"
     return map_batches(encoder, images, encoder.config.view, out, batch_size=batch_size, device=device, views=views)
 
 

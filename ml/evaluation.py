@@ -10,6 +10,10 @@ probe (standardised logistic regression on frozen features, ``ml.classifier``) i
 
 Subsets are drawn so that, for one seed, every method sees the same labels, and a smaller
 budget's labels are a subset of a larger budget's (see :func:`stratified_subset`).
+
+Choices (architecture, presets, probe settings) must not be made on the test sources:
+:func:`validation_split` turns one stratified fold of the training set into a stand-in test
+set, with the other folds as its training set, so the same protocol can run without them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import StratifiedKFold
 
 from ml.classifier import check_labels, fit_classifier
 from ml.config import ClassifierConfig
@@ -80,6 +85,47 @@ def load_mirabest_confident_split(path: str | Path) -> BenchmarkSplit:
     train_images, train_labels = part("train")
     test_images, test_labels = part("test")
     return BenchmarkSplit(train_images, train_labels, test_images, test_labels)
+
+
+def validation_split(split: BenchmarkSplit, fold: int, folds: int = 5, seed: int = 0) -> BenchmarkSplit:
+    """One fold of a stratified K-fold of ``split``'s training set, as a split of its own.
+
+    The training sources are divided into ``folds`` class-stratified folds (scikit-learn's
+    ``StratifiedKFold``, shuffled with ``seed``); fold ``fold`` becomes the test part and the
+    other folds the training part, both in the training set's order. The test part of
+    ``split`` is not used: choices made on these folds never see the test sources. Over
+    ``fold = 0 .. folds - 1`` every training source is scored exactly once.
+
+    Args:
+        split: The benchmark; only its training part is read.
+        fold: Which fold to hold out, in ``0 .. folds - 1``.
+        folds: Number of folds, at least 2 and at most the size of the smallest class.
+        seed: Seed of the shuffle that assigns sources to folds (the same seed, the same folds).
+
+    Returns:
+        A split with the other folds as ``train_*``, fold ``fold`` as ``test_*`` and
+        ``split.class_names``.
+
+    Raises:
+        ValueError: ``folds`` below 2 or above the smallest class's size, or ``fold`` out of range.
+    """
+    labels = np.asarray(split.train_labels)
+    if folds < 2:
+        raise ValueError(f"{folds} folds: a validation split needs at least 2")
+    smallest = int(np.unique(labels, return_counts=True)[1].min()) if len(labels) else 0
+    if folds > smallest:
+        raise ValueError(f"{folds} folds: the smallest class of the training set has only {smallest} sources")
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} must lie in 0..{folds - 1}")
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train, held_out = list(splitter.split(np.zeros(len(labels)), labels))[fold]
+    return BenchmarkSplit(
+        train_images=split.train_images[train],
+        train_labels=labels[train],
+        test_images=split.train_images[held_out],
+        test_labels=labels[held_out],
+        class_names=split.class_names,
+    )
 
 
 def class_counts(labels: np.ndarray, budget: int) -> dict[int, int]:

@@ -271,7 +271,9 @@ RGZ_PRETRAIN_PROCESSES = env_int("RGZ_PRETRAIN_PROCESSES", 1, minimum=1)
 # Seconds between a pretraining's resumable saves (also when a worker shutdown stops it; 0: every step).
 RGZ_RESUME_EVERY_S = env_int("RGZ_RESUME_EVERY_S", 180, minimum=0)
 # Fine-tuning settings of finetune jobs (ml.config.FINETUNE_PRESETS): the paper's 100 epochs, or 40.
-RGZ_FINETUNE_PRESET = env_choice("RGZ_FINETUNE_PRESET", "cpu-quick", ("paper", "cpu-quick", "tiny"))
+RGZ_FINETUNE_PRESET = env_choice("RGZ_FINETUNE_PRESET", "cpu-quick", ("paper", "cpu-quick", "cpu-semisup", "tiny"))
+# Most unlabelled sources a semi-supervised fine-tuning (preset cpu-semisup) draws from the pool, at random.
+RGZ_SEMISUP_POOL = env_int("RGZ_SEMISUP_POOL", 20_000, minimum=1)
 # Torch device for training and embedding: "auto" picks CUDA when the worker has it.
 RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
 # CPU threads for training and embedding in a worker (0: torch's default, all cores). bin/start

@@ -1,9 +1,12 @@
-"""The paper benchmark command: resumable runs, stopping on time, sizing pretraining to a budget."""
+"""The paper benchmark command: resumable runs, stopping on time, sizing pretraining to a budget,
+validation folds inside the training set."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from bench import paper_benchmark
@@ -66,6 +69,7 @@ def test_pretraining_is_sized_from_the_measured_rate_and_capped_at_the_preset():
         (["--pretrain-minutes", "5", "--methods", "pca"], "needs --pretrain-preset"),
         (["--pretrain-preset", "tiny", "--pretrain-minutes", "5", "--epochs", "3"], "no --epochs"),
         (["--methods", "pca", "--stop-after", "0"], "--stop-after must be positive"),
+        (["--methods", "pca", "--split", "validation", "--folds", "1"], "--folds must be at least 2"),
     ],
 )
 def test_contradictory_time_options_are_refused(argv, message, capsys):
@@ -74,3 +78,96 @@ def test_contradictory_time_options_are_refused(argv, message, capsys):
 
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_validation_scores_each_seed_on_its_fold_of_the_training_set(tmp_path, monkeypatch, capsys):
+    import ml.evaluation
+    from ml.baseline import pixel_pca_embeddings
+    from ml.evaluation import error_rate, linear_probe, load_mirabest_confident_split, stratified_subset
+    from tests.synthetic import mirabest_entries, write_mirabest_archive
+
+    # 15 sources per code: MiraBest Confident's 5 codes give 50 training sources (30 FRI,
+    # 20 FRII) and 25 test sources.
+    archive = write_mirabest_archive(tmp_path / "MiraBest_F_batches.tar.gz", mirabest_entries(per_code=15))
+    split = load_mirabest_confident_split(archive)
+    assert (len(split.train_labels), len(split.test_labels)) == (50, 25)
+    # The command gets the split without its test sources: scoring or fitting on them would fail.
+    no_test = dataclasses.replace(split, test_images=split.test_images[:0], test_labels=split.test_labels[:0])
+    monkeypatch.setattr(ml.evaluation, "load_mirabest_confident_split", lambda path: no_test)
+    out = tmp_path / "out"
+    argv = ["--split", "validation", "--folds", "3", "--methods", "pca", "--pca-dim", "8", "--budgets", "10,50"]
+    argv += ["--seeds", "0-3", "--mirabest", str(archive), "--out", str(out)]
+
+    assert paper_benchmark.main(argv) == 0
+
+    record = json.loads((out / "paper_benchmark_validation.json").read_text())
+    assert not (out / "paper_benchmark.json").exists()
+    assert (out / "paper_benchmark_validation.png").stat().st_size > 0
+    assert record["identity"]["split"] == "validation" and record["identity"]["folds"] == 3
+    # Budget 50 is more than any fold's training part (50 sources less one fold): skipped, once.
+    assert sorted((r["budget"], r["seed"]) for r in record["results"]) == [(10, 0), (10, 1), (10, 2), (10, 3)]
+    streams = capsys.readouterr()
+    assert streams.err.count("skipping budget 50") == 1
+    assert streams.out.startswith("validation: 3-fold inside the 50 training sources")
+    # Seed s is scored on fold s % 3 (17, 17 and 16 sources: the three folds cover the 50),
+    # trained on a subset of the other folds; recomputed here from the folds and the PCA probe.
+    scored = {r["seed"]: r["scored"] for r in record["results"]}
+    assert scored[0] == scored[3] and sorted(scored[seed] for seed in range(3)) == [16, 17, 17]
+    for result in record["results"]:
+        part = ml.evaluation.validation_split(split, result["seed"] % 3, 3)
+        n_train = len(part.train_labels)
+        features = pixel_pca_embeddings(
+            np.concatenate([part.train_images, part.test_images]), dim=8, fit_rows=np.arange(n_train)
+        )
+        probe = linear_probe(features[:n_train], part.train_labels, features[n_train:])
+        predictions = probe(stratified_subset(part.train_labels, 10, result["seed"]), result["seed"])
+        assert result["scored"] == len(part.test_labels)
+        assert result["error"] == pytest.approx(error_rate(predictions, part.test_labels))
+
+
+def test_validation_has_no_docs_plot_unless_asked_and_test_keeps_its_own(tmp_path):
+    validation = paper_benchmark.parse_args(["--methods", "pca", "--split", "validation"])
+    test = paper_benchmark.parse_args(["--methods", "pca"])
+    chosen = paper_benchmark.parse_args(["--methods", "pca", "--split", "validation", "--docs-plot", "v.png"])
+
+    assert validation.docs_plot == "" and validation.folds == 5
+    assert test.split == "test" and test.docs_plot.endswith("docs/paper_benchmark.png")
+    assert chosen.docs_plot == "v.png"
+
+
+def test_semisup_fine_tunes_with_the_unlabelled_rest_of_the_training_part_only(tmp_path, monkeypatch, capsys):
+    import ml.evaluation
+    import ml.finetune
+    from ml.checkpoint import save_checkpoint
+    from ml.config import get_config
+    from ml.encoder import build_encoder
+    from ml.evaluation import load_mirabest_confident_split
+    from tests.synthetic import mirabest_entries, write_mirabest_archive
+
+    archive = write_mirabest_archive(tmp_path / "MiraBest_F_batches.tar.gz", mirabest_entries(per_code=6))
+    split = load_mirabest_confident_split(archive)
+    no_test = dataclasses.replace(split, test_images=split.test_images[:0], test_labels=split.test_labels[:0])
+    monkeypatch.setattr(ml.evaluation, "load_mirabest_confident_split", lambda path: no_test)
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", build_encoder(get_config("tiny").encoder, seed=0))
+    pools: list[tuple[str, int | None, float]] = []
+    real_finetune = ml.finetune.finetune
+
+    def recording_finetune(encoder, images, labels, config, **kwargs):  # the real fit, with its pool noted
+        pool = kwargs.get("unlabelled")
+        pools.append((config.name, None if pool is None else len(pool), config.unlabelled_weight))
+        if pool is not None:  # the pool is the fold's training part: no scored (held-out) image in it
+            held_out = ml.evaluation.validation_split(split, 0, 2).test_images
+            assert not any((pool == image).all(axis=(1, 2)).any() for image in held_out)
+        return real_finetune(encoder, images, labels, config, **kwargs)
+
+    monkeypatch.setattr(ml.finetune, "finetune", recording_finetune)
+    argv = ["--split", "validation", "--folds", "2", "--methods", "finetune,semisup", "--budgets", "6", "--seeds", "0"]
+    argv += ["--checkpoint", str(checkpoint), "--finetune-preset", "tiny", "--unlabelled-weight", "0.5"]
+    assert paper_benchmark.main([*argv, "--mirabest", str(archive), "--out", str(tmp_path / "out")]) == 0
+
+    record = json.loads((tmp_path / "out" / "paper_benchmark_validation.json").read_text())
+    assert sorted(r["method"] for r in record["results"]) == ["finetune", "semisup"]
+    n_train_part = len(ml.evaluation.validation_split(split, 0, 2).train_labels)
+    assert sorted(pools, key=str) == sorted([("tiny", None, 0.0), ("tiny", n_train_part, 0.5)], key=str)
+    assert record["identity"]["unlabelled_weight"] == 0.5
+    assert "FixMatch" in capsys.readouterr().out

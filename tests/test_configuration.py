@@ -38,7 +38,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         ("DJANGO_DEBUG", "maybe", "expected true or false"),
         ("RGZ_RETIRE_AFTER", "0", "must be at least 1"),
         ("RGZ_EMBED_VIEWS", "octagonal", "expected one of dihedral, centre"),
-        ("RGZ_FINETUNE_PRESET", "huge", "expected one of paper, cpu-quick, tiny"),
+        ("RGZ_FINETUNE_PRESET", "huge", "expected one of paper, cpu-quick, cpu-semisup, tiny"),
     ],
 )
 def test_it_names_the_malformed_setting(variable: str, value: str, expected: str) -> None:

@@ -102,9 +102,11 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     """Fine-tune an encoder on the consensus labels (the paper's recipe), record it, queue its embedding.
 
     ``params``: ``encoder`` (an EncoderVersion id; default the active embedding's encoder),
-    ``preset`` (``paper``, ``cpu-quick``, ``tiny``; default ``RGZ_FINETUNE_PRESET``), optional
-    ``overrides`` and ``seed``. Gold-standard sources are never trained on, so the classifier
-    retrained on the new embedding is still scored on labels its features have not seen.
+    ``preset`` (``paper``, ``cpu-quick``, ``cpu-semisup``, ``tiny``; default ``RGZ_FINETUNE_PRESET``),
+    optional ``overrides`` and ``seed``. A preset with ``unlabelled_weight > 0`` (``cpu-semisup``) also
+    trains on up to ``RGZ_SEMISUP_POOL`` unlabelled sources of the pool (FixMatch). Gold-standard
+    sources are never trained on, so the classifier retrained on the new embedding is still scored
+    on labels its features have not seen.
     """
     import torch
 
@@ -124,7 +126,12 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
     pool_ids, images = load_pool(context=context, source_ids=ids, progress_share=None)
     label_of = dict(zip(ids.tolist(), labels, strict=True))
     targets = np.array([classes.index(label_of[int(i)]) for i in pool_ids])
-    context.progress(0.2, f"fine-tuning {base.name} on {len(pool_ids)} consensus labels", force=True)
+    unlabelled = None
+    if config.unlabelled_weight > 0:  # semi-supervised: the rest of the pool, unlabelled (never gold)
+        rest = unlabelled_sample(np.concatenate([pool_ids, gold_ids]), int(job.params.get("seed", 0)))
+        _, unlabelled = load_pool(context=context, source_ids=rest, progress_share=None)
+    with_pool = "" if unlabelled is None else f" and {len(unlabelled)} unlabelled sources"
+    context.progress(0.2, f"fine-tuning {base.name} on {len(pool_ids)} consensus labels{with_pool}", force=True)
 
     result = finetune(
         load_encoder(base.checkpoint_path),
@@ -136,6 +143,7 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
         should_stop=context.should_stop,
         device=torch_device(context),
         seed=int(job.params.get("seed", 0)),
+        unlabelled=unlabelled,
     )
     encoder = result.model.encoder.to("cpu").to(memory_format=torch.contiguous_format).eval()
     name = f"{base.name}-finetuned-job{job.pk}"
@@ -145,13 +153,31 @@ def finetune_job(job: Job, context: JobContext) -> dict[str, Any]:
         job, name, path, architecture=base.architecture, config=settings_used, result=result, source_ids=pool_ids
     )
     return {
-        "summary": f"fine-tuned {base.name} on {len(pool_ids)} labels in {result.seconds:.0f} s ({preset})",
+        "summary": f"fine-tuned {base.name} on {len(pool_ids)} labels{with_pool} in {result.seconds:.0f} s ({preset})",
         "encoder": encoder_version.pk,
         "n_labels": len(pool_ids),
+        "n_unlabelled": 0 if unlabelled is None else len(unlabelled),
         "seconds": round(result.seconds, 1),
         "final_loss": result.curves.step_loss[-1] if result.curves.step_loss else None,
         "embed_job": embed.pk,
     }
+
+
+def unlabelled_sample(exclude: np.ndarray, seed: int) -> np.ndarray:
+    """Up to ``RGZ_SEMISUP_POOL`` source ids with a cutout, not in ``exclude``, drawn at random by ``seed``.
+
+    Raises:
+        ValueError: No such source (every cutout is labelled or gold).
+    """
+    from rgzlabel.catalog.models import Cutout
+
+    ids = np.fromiter(Cutout.objects.values_list("source_id", flat=True), dtype=np.int64)
+    ids = np.setdiff1d(ids, exclude)
+    if len(ids) == 0:
+        raise ValueError("semi-supervised fine-tuning needs unlabelled sources; every source is labelled")
+    if len(ids) > settings.RGZ_SEMISUP_POOL:
+        ids = np.sort(np.random.default_rng(seed).choice(ids, settings.RGZ_SEMISUP_POOL, replace=False))
+    return ids
 
 
 def record_encoder(

@@ -263,9 +263,25 @@ def campaign_summary(days: int = 30) -> dict[str, Any]:
         "active_classifier": active,
         "confusion": list(zip(active.classes, active.metrics.get("confusion", []), strict=False)) if active else [],
         "encoder": EncoderVersion.objects.first(),
+        "representation": active_representation(),
         "queue": queue_summary(workflow),
         "catalogue": catalogue_composition(subjects, active is not None),
     }
+
+
+def active_representation() -> str | None:
+    """One sentence on the embeddings the queue, classifier, map and search use; None before any."""
+    embedding_set = EmbeddingSet.objects.filter(is_active=True).select_related("encoder").first()
+    if embedding_set is None:
+        return None
+    encoder = embedding_set.encoder
+    if encoder is None:
+        made = f"{embedding_set.get_method_display()} of the images"
+    else:
+        invariant = ", invariant to rotations and flips" if encoder.architecture == "p4m-resnet10" else ""
+        made = f"encoder {encoder.name} ({encoder.architecture}{invariant}), {embedding_set.get_views_display()}"
+    size = f"{embedding_set.dim} dimensions, {embedding_set.n_sources} sources"
+    return f"Embeddings {embedding_set.pk} in use: {made}; {size}."
 
 
 def catalogue_composition(subjects, with_classifier: bool) -> dict[str, int]:

@@ -118,3 +118,39 @@ def test_retraining_on_finetuned_features_flags_cross_validation_as_optimistic(
     assert job.state == Job.State.SUCCEEDED, job.error
     assert job.result["metrics"]["evaluated_on"] == "cross-validation"
     assert "optimistic" in job.result["metrics"]["caveat"]
+
+
+def test_a_semisupervised_preset_also_trains_on_unlabelled_sources_but_never_gold(
+    sources, base_encoder, workflow, settings, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
+    import ml.finetune
+
+    label(sources[:6], "FRI")
+    label(sources[6:12], "FRII")
+    GoldLabel.objects.create(workflow=workflow, source=sources[19], label="FRI")
+    settings.RGZ_SEMISUP_POOL = 5
+    pools: list[int] = []
+    real_finetune = ml.finetune.finetune
+
+    def recording_finetune(*args, **kwargs):  # the real fine-tuning, with the size of its pool noted
+        pools.append(len(kwargs["unlabelled"]))
+        return real_finetune(*args, **kwargs)
+
+    monkeypatch.setattr(ml.finetune, "finetune", recording_finetune)
+    job = run(
+        Job.Kind.FINETUNE, django_capture_on_commit_callbacks, preset="tiny", overrides={"unlabelled_weight": 1.0}
+    )
+
+    assert job.state == Job.State.SUCCEEDED, job.error + job.traceback
+    assert pools == [5] and job.result["n_unlabelled"] == 5  # 7 unlabelled, non-gold sources; capped at 5
+    assert "on 12 labels and 5 unlabelled sources" in job.result["summary"]
+    from rgzlabel.learning.training import unlabelled_sample
+
+    drawn = unlabelled_sample(np.array([s.pk for s in sources[:12]] + [sources[19].pk]), seed=0)
+    assert len(drawn) == 5 and set(drawn) <= {s.pk for s in sources[12:19]}
+    settings.RGZ_SEMISUP_POOL = 100
+    assert set(unlabelled_sample(np.array([s.pk for s in sources[:12]] + [sources[19].pk]), 0)) == {
+        s.pk for s in sources[12:19]
+    }
+    with pytest.raises(ValueError, match="every source is labelled"):
+        unlabelled_sample(np.array([s.pk for s in sources]), 0)

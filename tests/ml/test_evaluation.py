@@ -7,6 +7,7 @@ import pytest
 
 from ml.baseline import pixel_pca_embeddings
 from ml.evaluation import (
+    BenchmarkSplit,
     SubsetResult,
     class_counts,
     error_rate,
@@ -15,6 +16,7 @@ from ml.evaluation import (
     markdown_table,
     stratified_subset,
     summarise,
+    validation_split,
 )
 
 #: The MiraBest Confident training set's class balance (348 FRI, 381 FRII).
@@ -136,3 +138,84 @@ def test_pca_can_be_fitted_on_training_rows_only() -> None:
     assert features.shape == (23, 5)
     # Fitting on the training rows gives the same components as fitting on them alone.
     np.testing.assert_allclose(np.abs(features[:20]), np.abs(alone), rtol=1e-3, atol=1e-3)
+
+
+# --- validation folds inside the training set ---------------------------------------------------
+#: Three classes of unequal size, so that stratification is visible (smallest class: 12).
+FOLD_CLASS_SIZES = (12, 17, 23)
+
+
+def indexed_split(n_test: int = 9) -> BenchmarkSplit:
+    """A split whose every image is filled with its own index (training 0..51, test 52..60)."""
+    rng = np.random.default_rng(4)
+    train_labels = rng.permutation(np.repeat(np.arange(3), FOLD_CLASS_SIZES))
+    n_train = len(train_labels)
+    images = np.arange(n_train + n_test, dtype=np.int64)[:, None, None] * np.ones((1, 3, 3), dtype=np.int64)
+    return BenchmarkSplit(
+        train_images=images[:n_train],
+        train_labels=train_labels,
+        test_images=images[n_train:],
+        test_labels=rng.integers(0, 3, size=n_test),
+        class_names=("a", "b", "c"),
+    )
+
+
+def image_ids(images: np.ndarray) -> np.ndarray:
+    """The index each image was filled with (checking that the image is uniform)."""
+    assert (images == images[:, :1, :1]).all()
+    return images[:, 0, 0]
+
+
+@pytest.mark.parametrize("folds", [2, 5])
+def test_validation_folds_never_hold_a_test_source(folds: int) -> None:
+    split = indexed_split()
+    test_ids = set(image_ids(split.test_images).tolist())
+    for fold in range(folds):
+        part = validation_split(split, fold, folds)
+        assert not test_ids & set(image_ids(part.train_images).tolist())
+        assert not test_ids & set(image_ids(part.test_images).tolist())
+        # Each image keeps its own label.
+        assert np.array_equal(part.train_labels, split.train_labels[image_ids(part.train_images)])
+        assert np.array_equal(part.test_labels, split.train_labels[image_ids(part.test_images)])
+        assert part.class_names == ("a", "b", "c")
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5, 12])
+def test_validation_folds_partition_the_training_set(folds: int) -> None:
+    split = indexed_split()
+    n_train = len(split.train_labels)
+    held_out = []
+    for fold in range(folds):
+        part = validation_split(split, fold, folds)
+        train, test = image_ids(part.train_images), image_ids(part.test_images)
+        # Within a fold: the other folds train, this one is scored, nothing in both.
+        assert not set(train.tolist()) & set(test.tolist())
+        assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(n_train))
+        held_out.append(test)
+    # Over the folds: every training source is scored exactly once.
+    assert np.array_equal(np.sort(np.concatenate(held_out)), np.arange(n_train))
+
+
+@pytest.mark.parametrize("folds", [3, 5])
+def test_validation_folds_are_stratified(folds: int) -> None:
+    split = indexed_split()
+    for fold in range(folds):
+        part = validation_split(split, fold, folds)
+        for label, size in enumerate(FOLD_CLASS_SIZES):
+            assert abs(np.sum(part.test_labels == label) - size / folds) <= 1
+
+
+def test_validation_folds_are_fixed_by_their_seed() -> None:
+    split = indexed_split()
+    first = image_ids(validation_split(split, 0, 5, seed=0).test_images)
+    assert np.array_equal(first, image_ids(validation_split(split, 0, 5, seed=0).test_images))
+    assert not np.array_equal(first, image_ids(validation_split(split, 0, 5, seed=1).test_images))
+
+
+@pytest.mark.parametrize(
+    "fold, folds, message",
+    [(-1, 5, "fold -1"), (5, 5, "fold 5"), (0, 1, "at least 2"), (0, 13, "smallest class")],
+)
+def test_impossible_validation_folds_are_refused(fold: int, folds: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        validation_split(indexed_split(), fold, folds)

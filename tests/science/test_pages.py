@@ -160,3 +160,28 @@ def test_the_source_page_and_map_show_the_active_classifiers_prediction(client, 
     assert f"Classifier {classifier.pk} (active):" in page and "hybrid 0.000" in page
     data = client.get(reverse("science:map-data"), {"colour": "prediction"}).json()
     assert {p["v"] for p in plotted(data)} <= {"FRI", "FRII"} and len(plotted(data)) == 10
+
+
+def test_the_dashboard_states_which_encoder_and_views_the_embeddings_come_from(
+    client, scientist_user, embedded
+) -> None:
+    from rgzlabel.learning.embedding import activate_embedding_set
+    from rgzlabel.learning.models import EncoderVersion
+
+    client.force_login(scientist_user)
+    page = client.get(reverse("science:dashboard")).content.decode()
+    pca = EmbeddingSet.objects.get(is_active=True)
+    assert f"Embeddings {pca.pk} in use: pixel PCA (cold start) of the images; 16 dimensions, 10 sources." in page
+    folder = pca.path
+    for architecture, name, views, said in (
+        ("p4m-resnet10", "byol-cpu-p4m", "dihedral", "(p4m-resnet10, invariant to rotations and flips), mean of 8"),
+        ("resnet18", "byol-cpu-quick", "centre", "(resnet18), centre view"),
+    ):
+        encoder = EncoderVersion.objects.create(name=name, architecture=architecture, checkpoint_path="x.pt")
+        active = EmbeddingSet.objects.create(
+            encoder=encoder, method="encoder", views=views, path=folder, n_sources=10, dim=96
+        )
+        activate_embedding_set(active)
+        page = client.get(reverse("science:dashboard")).content.decode()
+        assert f"Embeddings {active.pk} in use: encoder {name} {said}" in page
+        assert "96 dimensions" in page and "pixel PCA" not in page
