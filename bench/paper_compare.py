@@ -126,15 +126,14 @@ def markdown(a: Side, b: Side, table: list[dict[str, float | int]]) -> str:
         f"{a.label} (A) against {b.label} (B), error (%) on {where}; A - B paired by encoder seed, budget and "
         "label seed, 95 % interval resampling encoders and label seeds:",
         "",
-        "| labels | encoders x subsets | A | B | A - B [95 %] | A better |",
+        "| labels | subsets (encoders) | A | B | A - B [95 %] | A better |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for row in table:
-        per_encoder = int(row["pairs"]) // max(1, int(row["encoders"]))
         a_cell = f"{100 * row['a_mean']:.1f} ± {100 * row['a_std']:.1f}"
         b_cell = f"{100 * row['b_mean']:.1f} ± {100 * row['b_std']:.1f}"
         diff = f"{100 * row['diff']:+.1f} [{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]"
-        cells = [row["budget"], f"{row['encoders']} x {per_encoder}", a_cell, b_cell, diff]
+        cells = [row["budget"], f"{row['pairs']} ({row['encoders']})", a_cell, b_cell, diff]
         lines.append("| " + " | ".join(map(str, cells)) + f" | {row['a_better']}/{row['pairs']} |")
     return "\n".join(lines)
 

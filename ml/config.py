@@ -226,8 +226,9 @@ class ClassifierConfig:
         calibrate_min_per_class: Calibrate only when every class has at least this many
             labels; ``None`` (the default) never calibrates. Sigmoid calibration on 3 folds
             of a few dozen labels inverted or flattened the live classifier (down to 27.5 %
-            on a balanced gold set) and measured 4 points worse at 145 labels, see
-            docs/benchmarks.md "Why the live classifier collapsed".
+            on a balanced gold set); on validation data calibrated random sampling was 4.7
+            (PCA) and 6.0 (encoder) points worse, docs/benchmarks.md "Active-learning
+            decisions on validation data" (an earlier test-set figure first decided it).
         class_weight: ``"balanced"`` weighs each class by the inverse of its label count, so
             a queue that served mostly one class does not tilt the classifier towards it
             (``None``: every label counts the same, the paper's linear probe).

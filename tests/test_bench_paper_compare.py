@@ -77,4 +77,4 @@ def test_pairings_that_would_compare_different_sources_are_refused(tmp_path, cap
     assert paper_compare.main([f"m={valid}", f"m={tmp_path / 'missing.json'}"]) == 2
     assert "missing.json: not a readable results file" in capsys.readouterr().err
     assert paper_compare.main([f"m={valid}", f"m={valid}"]) == 0
-    assert "| 145 | 1 x 1 | 20.0 ± 0.0 | 20.0 ± 0.0 | +0.0 [+0.0, +0.0] | 0/1 |" in capsys.readouterr().out
+    assert "| 145 | 1 (1) | 20.0 ± 0.0 | 20.0 ± 0.0 | +0.0 [+0.0, +0.0] | 0/1 |" in capsys.readouterr().out
