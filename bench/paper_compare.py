@@ -20,6 +20,7 @@ across splits, or of files whose budgets and seeds do not meet, is refused with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -138,15 +139,57 @@ def markdown(a: Side, b: Side, table: list[dict[str, float | int]]) -> str:
     return "\n".join(lines)
 
 
+def plot(path: Path, a: Side, b: Side, table: list[dict[str, float | int]]) -> None:
+    """Both sides' error (mean ± std) against labels, the paired difference's interval below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [int(row["budget"]) for row in table]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 6), sharex=True, height_ratios=[2, 1])
+    for side, key, colour in ((a, "a", "tab:blue"), (b, "b", "tab:orange")):
+        mean = np.array([100 * float(row[f"{key}_mean"]) for row in table])
+        std = np.array([100 * float(row[f"{key}_std"]) for row in table])
+        top.plot(budgets, mean, "o-", color=colour, label=f"{side.label} ({len(side.errors)} encoders)")
+        top.fill_between(budgets, mean - std, mean + std, color=colour, alpha=0.15)
+    top.set_ylabel("error (%), mean ± std")
+    top.legend(fontsize=8)
+    diff = np.array([100 * float(row["diff"]) for row in table])
+    low = np.array([100 * float(row["low"]) for row in table])
+    high = np.array([100 * float(row["high"]) for row in table])
+    bottom.errorbar(budgets, diff, yerr=[diff - low, high - diff], fmt="o", color="black", capsize=3)
+    bottom.axhline(0, color="grey", linewidth=0.8)
+    bottom.set_ylabel("A − B (points, 95 %)")
+    bottom.set_xlabel("labels")
+    bottom.set_xscale("log")
+    bottom.minorticks_off()
+    bottom.set_xticks(budgets, [str(x) for x in budgets])
+    top.set_title(f"{a.label} (A) against {b.label} (B), {a.split[0]} split", fontsize=9)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("a", help="METHOD=FILE[,FILE...] (one file per pretraining seed)")
     parser.add_argument("b", help="METHOD=FILE[,FILE...], paired with A file by file")
     parser.add_argument("--resamples", type=int, default=4000)
+    parser.add_argument("--label-a", help="name of A in the table and plot [its method]")
+    parser.add_argument("--label-b", help="name of B in the table and plot [its method]")
+    parser.add_argument("--plot", type=Path, help="also draw both rows and the paired difference into this PNG")
     args = parser.parse_args(argv)
     try:
         a, b = read_side(args.a), read_side(args.b)
-        print(markdown(a, b, paired_table(a, b, resamples=args.resamples)))
+        a = dataclasses.replace(a, label=args.label_a or a.label)
+        b = dataclasses.replace(b, label=args.label_b or b.label)
+        table = paired_table(a, b, resamples=args.resamples)
+        print(markdown(a, b, table))
+        if args.plot:
+            plot(args.plot, a, b, table)
+            print(f"plot: {args.plot}", file=sys.stderr)
     except CompareError as exc:
         print(f"paper_compare: {exc}", file=sys.stderr)
         return 2

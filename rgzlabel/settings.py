@@ -280,8 +280,9 @@ RGZ_TORCH_DEVICE = env_str("RGZ_TORCH_DEVICE", "auto")
 # leaves one core to the web server so volunteers stay fast while pretraining runs.
 RGZ_TORCH_THREADS = env_int("RGZ_TORCH_THREADS", 0, minimum=0)
 # How embedding jobs look at each cutout: "dihedral" averages the encoder over 8 rotations/flips
-# (orientation-free features, 8x the embedding cost; 4 points less test error at 145 labels in
-# docs/benchmarks.md), "centre" is the paper's single view.
+# (orientation-free features, 8x the embedding cost; 6.6 points less error at 145 labels on
+# validation folds of the MiraBest training set, 3 encoders, docs/benchmarks.md "Issue 12, third
+# day"), "centre" is the paper's single view. An invariant encoder (cpu-p4m) needs one view only.
 RGZ_EMBED_VIEWS = env_choice("RGZ_EMBED_VIEWS", "dihedral", ("dihedral", "centre"))
 # Jobs split across workers (rgzlabel.learning.chunks): an encoder embedding of more than
 # RGZ_EMBED_CHUNK_ROWS sources, an ingest of more than RGZ_INGEST_CHUNK_FILES FITS files, is cut

@@ -78,3 +78,11 @@ def test_pairings_that_would_compare_different_sources_are_refused(tmp_path, cap
     assert "missing.json: not a readable results file" in capsys.readouterr().err
     assert paper_compare.main([f"m={valid}", f"m={valid}"]) == 0
     assert "| 145 | 1 (1) | 20.0 ± 0.0 | 20.0 ± 0.0 | +0.0 [+0.0, +0.0] | 0/1 |" in capsys.readouterr().out
+
+
+def test_the_plot_and_names_of_the_two_rows(tmp_path, capsys):
+    a = write(tmp_path / "a.json", [("m", b, s, 0.2 + 0.01 * s) for b in (36, 145) for s in range(3)])
+    argv = [f"m={a}", f"m={a}", "--label-a", "p4m", "--label-b", "resnet", "--plot", str(tmp_path / "c.png")]
+    assert paper_compare.main(argv) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert capsys.readouterr().out.startswith("p4m (A) against resnet (B)")
