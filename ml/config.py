@@ -257,8 +257,8 @@ LIVE_MAX_DIM: int | None = None
 LIVE_CLASSIFIER = ClassifierConfig(max_dim=LIVE_MAX_DIM)
 
 _CPU_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=64))
-#: The cpu-quick geometry with the p4m-invariant encoder; width 12 (96 features) costs about 1.3x the
-#: ResNet-18's BYOL step on one CPU thread (python -m bench.encoder_throughput --presets cpu-quick,cpu-p4m).
+#: The cpu-quick geometry with the p4m-invariant encoder; width 12 (96 features): its BYOL pretraining took
+#: 1.4x the ResNet-18's time side by side on one CPU thread each (docs/benchmarks.md, "Issue 12, third day").
 _CPU_P4M_ENCODER = EncoderConfig(arch="p4m-resnet10", stem_stride=2, width=12, view=ViewConfig(input_size=64))
 _TINY_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=32))
 _TINY_RUN = RunConfig(progress_every=1)
