@@ -263,24 +263,19 @@ _CPU_P4M_ENCODER = EncoderConfig(arch="p4m-resnet10", stem_stride=2, width=12, v
 _TINY_ENCODER = EncoderConfig(stem_stride=2, view=ViewConfig(input_size=32))
 _TINY_RUN = RunConfig(progress_every=1)
 
+_CPU_QUICK = PretrainConfig(
+    name="cpu-quick",
+    encoder=_CPU_ENCODER,
+    batch_size=128,
+    epochs=25,
+    warmup_epochs=2,
+    tau_schedule="cosine",
+)
+
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(),
-    "cpu-quick": PretrainConfig(
-        name="cpu-quick",
-        encoder=_CPU_ENCODER,
-        batch_size=128,
-        epochs=25,
-        warmup_epochs=2,
-        tau_schedule="cosine",
-    ),
-    "cpu-p4m": PretrainConfig(
-        name="cpu-p4m",
-        encoder=_CPU_P4M_ENCODER,
-        batch_size=128,
-        epochs=25,
-        warmup_epochs=2,
-        tau_schedule="cosine",
-    ),
+    "cpu-quick": _CPU_QUICK,
+    "cpu-p4m": dataclasses.replace(_CPU_QUICK, name="cpu-p4m", encoder=_CPU_P4M_ENCODER),
     "tiny": PretrainConfig(name="tiny", encoder=_TINY_ENCODER, batch_size=8, epochs=2, warmup_epochs=1, run=_TINY_RUN),
 }
 

@@ -51,12 +51,15 @@ def load_pool(
     size (2.25 GB at 150x150) and not a Python object per row on top.
     """
     rows = Cutout.objects.order_by("source_id")
+    wanted: set[int] | None = None
     if source_ids is not None:
-        wanted = np.unique(np.asarray(source_ids, dtype=np.int64))
-        if len(wanted) == 0:
+        unique = np.unique(np.asarray(source_ids, dtype=np.int64))
+        if len(unique) == 0:
             raise ValueError("no source ids to load")
-        # A range, not an IN list (SQLite caps a statement's parameters); the rest are dropped below.
-        rows = rows.filter(source_id__gte=int(wanted[0]), source_id__lte=int(wanted[-1]))
+        wanted = set(unique.tolist())
+        # A range, not an IN list (SQLite caps a statement's parameters); rows outside ``wanted`` are
+        # skipped as they stream, so memory holds the wanted rows only (a sparse sample of a big pool).
+        rows = rows.filter(source_id__gte=int(unique[0]), source_id__lte=int(unique[-1]))
     total = rows.count()
     if total == 0:
         raise ValueError("the pool is empty: ingest some sources first (manage.py ingest)")
@@ -64,24 +67,23 @@ def load_pool(
     if len(sizes) != 1:
         raise ValueError(f"cutouts of different sizes in the pool: {sorted(sizes)}")
     size = sizes.pop()
-    ids = np.empty(total, dtype=np.int64)
-    images = np.empty((total, size, size), dtype=np.uint8)
-    count = 0
+    capacity = total if wanted is None else min(total, len(wanted))
+    ids = np.empty(capacity, dtype=np.int64)
+    images = np.empty((capacity, size, size), dtype=np.uint8)
+    count = seen = 0
     for source_id, pixels in rows.values_list("source_id", "pixels").iterator(chunk_size=chunk_size):
-        if count == total:  # rows added while we read: take the snapshot we counted
+        if seen == total or count == capacity:  # rows added while we read: take the snapshot we counted
             break
+        seen += 1
+        if context is not None and seen % chunk_size == 0:
+            share = None if progress_share is None else progress_share * seen / total
+            context.progress(share, f"loaded {seen}/{total} cutouts")
+        if wanted is not None and source_id not in wanted:
+            continue
         ids[count] = source_id
         images[count] = np.frombuffer(bytes(pixels), dtype=np.uint8).reshape(size, size)
         count += 1
-        if context is not None and count % chunk_size == 0:
-            share = None if progress_share is None else progress_share * count / total
-            context.progress(share, f"loaded {count}/{total} cutouts")
-    ids, images = ids[:count], images[:count]
-    if source_ids is not None:
-        keep = np.isin(ids, wanted)
-        if not keep.all():
-            ids, images = ids[keep], images[keep]
-    return ids, images
+    return ids[:count], images[:count]
 
 
 def pool_ids() -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from django.conf import settings
 
 from rgzlabel.learning.classifiers import classifier_classes, consensus_labels, gold_set, training_labels
-from rgzlabel.learning.embedding import load_pool, torch_device
+from rgzlabel.learning.embedding import load_pool, pool_ids, torch_device
 from rgzlabel.learning.jobs import JobContext
 from rgzlabel.learning.models import EmbeddingSet, EncoderVersion, Job
 
@@ -169,10 +169,7 @@ def unlabelled_sample(exclude: np.ndarray, seed: int) -> np.ndarray:
     Raises:
         ValueError: No such source (every cutout is labelled or gold).
     """
-    from rgzlabel.catalog.models import Cutout
-
-    ids = np.fromiter(Cutout.objects.values_list("source_id", flat=True), dtype=np.int64)
-    ids = np.setdiff1d(ids, exclude)
+    ids = np.setdiff1d(pool_ids(), exclude)
     if len(ids) == 0:
         raise ValueError("semi-supervised fine-tuning needs unlabelled sources; every source is labelled")
     if len(ids) > settings.RGZ_SEMISUP_POOL:
