@@ -81,7 +81,13 @@ def posterior(answers: list[int], confusions: list[np.ndarray], class_prior: np.
 
 
 def dawid_skene(
-    votes: Votes, *, known: np.ndarray | None = None, iterations: int = 50, tolerance: float = 1e-6
+    votes: Votes,
+    *,
+    known: np.ndarray | None = None,
+    class_prior: np.ndarray | None = None,
+    prior_strength: float = 1.0,
+    iterations: int = 50,
+    tolerance: float = 1e-6,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit Dawid-Skene by EM, starting from the majority vote.
 
@@ -90,6 +96,12 @@ def dawid_skene(
         known: Optional (n_subjects,) true class of each subject whose answer is known (an
             expert's gold label), -1 elsewhere. Those posteriors are held at the known class,
             so answers to gold subjects measure each volunteer directly.
+        class_prior: Optional (C,) class prior held fixed (e.g. uniform); by default it is
+            estimated from the posteriors in every M step.
+        prior_strength: The weight of the class prior in every E step (:func:`temper_prior`):
+            1 is the classic model; below 1 the prior's pull on a subject with few votes is
+            weakened while fitting, so the fit does not teach volunteers' matrices that their
+            votes for a rare class mean a common one.
         iterations: At most this many EM rounds.
         tolerance: Stop when no posterior moves by more than this.
 
@@ -107,19 +119,29 @@ def dawid_skene(
     clamped = np.flatnonzero(known >= 0) if known is not None else np.array([], dtype=np.int64)
     truth = np.eye(c)[known[clamped]] if known is not None else np.zeros((0, c))
     post[clamped] = truth
+    fixed_prior: np.ndarray | None = None
+    if class_prior is not None:
+        fixed_prior = np.asarray(class_prior, dtype=float)
+        if fixed_prior.shape != (c,) or np.any(fixed_prior <= 0):
+            raise ValueError(f"class_prior must be ({c},) positive probabilities")
+        fixed_prior = fixed_prior / fixed_prior.sum()
+    if not 0.0 <= prior_strength <= 1.0:
+        raise ValueError(f"prior_strength must lie in [0, 1], got {prior_strength}")
+    prior = np.full(c, 1.0 / c) if fixed_prior is None else fixed_prior
     # Gold subjects are picked per class, not at the pool's rates: they do not inform the class prior.
     free = np.ones(n, dtype=bool)
     free[clamped] = False
     previous = None
     for _ in range(iterations):
         # M step: class prior and confusion matrices from the soft labels.
-        class_prior = (post[free].sum(axis=0) + SMOOTHING) / (free.sum() + c * SMOOTHING)
+        if fixed_prior is None:
+            prior = (post[free].sum(axis=0) + SMOOTHING) / (free.sum() + c * SMOOTHING)
         confusions = np.broadcast_to(prior_counts(c), (v, c, c)).copy()
         # confusions[v, true, answer] += P(true | subject); through a (v, answer, true) view.
         np.add.at(confusions.transpose(0, 2, 1), (votes.volunteers, votes.labels), post[votes.subjects])
         confusions /= confusions.sum(axis=2, keepdims=True)
         # E step: posteriors from all votes at once, in log space.
-        log_post = np.tile(np.log(class_prior), (n, 1))
+        log_post = np.tile(prior_strength * np.log(prior), (n, 1))
         np.add.at(log_post, votes.subjects, np.log(confusions[votes.volunteers, :, votes.labels]))
         log_post -= log_post.max(axis=1, keepdims=True)
         post = np.exp(log_post)
@@ -128,7 +150,27 @@ def dawid_skene(
         if previous is not None and np.abs(post - previous).max() < tolerance:
             break
         previous = post
-    return post, confusions, class_prior
+    return post, confusions, prior
+
+
+def temper_prior(post: np.ndarray, class_prior: np.ndarray, strength: float) -> np.ndarray:
+    """Posteriors (n, C) or (C,) with the class prior's weight set to ``strength``, renormalised.
+
+    Dawid-Skene's posterior multiplies the volunteers' evidence by the fitted class prior. At
+    ``strength`` 1 that is kept: the most probable class, which maximises expected accuracy
+    when the model is right, and which, with a few votes per subject from volunteers the fit
+    knows little about, pulls rare classes into common ones (MiraBest's hybrids all but vanish:
+    docs/benchmarks.md, "Consensus rules"). At 0 the prior is divided out: the class the votes
+    themselves favour, every class equally likely beforehand. In between the posterior is
+    ``P(c | votes) * prior(c) ** (strength - 1)``.
+    """
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"the class prior's strength must lie in [0, 1], got {strength}")
+    prior = np.asarray(class_prior, dtype=float)
+    log_post = np.log(np.clip(np.asarray(post, dtype=float), 1e-300, None)) + (strength - 1.0) * np.log(prior)
+    log_post -= log_post.max(axis=-1, keepdims=True)
+    tempered = np.exp(log_post)
+    return tempered / tempered.sum(axis=-1, keepdims=True)
 
 
 def assisted_posterior(

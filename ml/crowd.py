@@ -108,3 +108,118 @@ def make_crowd(config: CrowdConfig, n_classes: int, seed: int) -> Crowd:
     propensity = rng.uniform(0, 2, config.n_volunteers)
     skip = np.stack([propensity * config.skip_clear, propensity * config.skip_ambiguous], axis=1)
     return Crowd(confusions=confusions, quotas=quotas, skip=np.clip(skip, 0, 0.95), seed=seed)
+
+
+@dataclass(frozen=True)
+class GoldSchedule:
+    """How often a volunteer is shown a gold source (the product's ``Workflow.gold_rate_*``).
+
+    A new volunteer sees gold at ``start``; the share halves after every ``halving`` correct
+    gold answers, down to ``minimum``.
+    """
+
+    start: float = 0.2
+    minimum: float = 0.02
+    halving: int = 5
+
+    def rate(self, correct: int) -> float:
+        return max(self.minimum, self.start * 0.5 ** (correct // max(1, self.halving)))
+
+
+@dataclass(frozen=True)
+class CampaignVotes:
+    """Every vote of a simulated fixed-retirement campaign, in the order given.
+
+    Attributes:
+        subjects, volunteers, labels: int arrays, one entry per vote.
+        gold: bool per vote: an answer to a gold source.
+        retired: bool (n,) subjects that reached the retirement count.
+    """
+
+    subjects: np.ndarray
+    volunteers: np.ndarray
+    labels: np.ndarray
+    gold: np.ndarray
+    retired: np.ndarray
+
+
+def simulate_campaign(
+    crowd: Crowd,
+    truth: np.ndarray,
+    ambiguous: np.ndarray,
+    gold_ids: np.ndarray,
+    *,
+    retire_after: int,
+    gold: GoldSchedule | None = None,
+    seed: int = 0,
+) -> CampaignVotes:
+    """The votes of a campaign that retires a subject after ``retire_after`` votes.
+
+    Volunteers arrive one after another and each labels their quota: the open subject with
+    the fewest votes they have not seen (random among ties, as the product's unranked queue),
+    or, at the gold schedule's rate, a gold source they have not seen. A skip counts against
+    the quota and the source is not served to them again. Gold sources never retire and do not
+    count as subjects to finish. The campaign ends when every non-gold subject is retired or the
+    crowd has left. Offline and sequential: what the consensus rules see, not the loop's timing
+    (``bench/campaign.py`` replays through the real stack).
+    """
+    n = len(truth)
+    if len(ambiguous) != n:
+        raise ValueError(f"truth has {n} entries, ambiguous {len(ambiguous)}")
+    if retire_after < 1:
+        raise ValueError("retire_after must be at least 1")
+    schedule = gold or GoldSchedule()
+    rng = np.random.default_rng([seed, 2])
+    is_gold = np.zeros(n, dtype=bool)
+    is_gold[np.asarray(gold_ids, dtype=np.int64)] = True
+    gold_list = np.flatnonzero(is_gold)
+    counts = np.zeros(n, dtype=np.int64)
+    # Open subjects by vote count; each bucket in random order, so taking the first unseen one
+    # is a random choice among the fewest-voted.
+    buckets: list[list[int]] = [rng.permutation(np.flatnonzero(~is_gold)).tolist()] + [[] for _ in range(retire_after)]
+    subjects: list[int] = []
+    volunteers: list[int] = []
+    labels: list[int] = []
+    gold_votes: list[bool] = []
+    open_left = int((~is_gold).sum())
+    for volunteer in range(len(crowd.quotas)):
+        if open_left == 0:
+            break
+        answers = crowd.answers_rng(volunteer)
+        seen: set[int] = set()
+        correct_gold = 0
+        for _ in range(int(crowd.quotas[volunteer])):
+            subject = -1
+            if len(gold_list) and rng.random() < schedule.rate(correct_gold):
+                unseen = [g for g in gold_list.tolist() if g not in seen]
+                subject = int(rng.choice(unseen)) if unseen else -1
+            if subject < 0:
+                subject = next((s for bucket in buckets for s in bucket if s not in seen), -1)
+            if subject < 0:
+                break  # nothing left this volunteer has not seen
+            seen.add(subject)
+            answer = crowd.respond(volunteer, int(truth[subject]), bool(ambiguous[subject]), answers)
+            if answer is None:
+                continue
+            subjects.append(subject)
+            volunteers.append(volunteer)
+            labels.append(answer)
+            gold_votes.append(bool(is_gold[subject]))
+            if is_gold[subject]:
+                correct_gold += answer == truth[subject]
+                continue
+            buckets[counts[subject]].remove(subject)
+            counts[subject] += 1
+            if counts[subject] >= retire_after:
+                open_left -= 1
+            else:
+                # A newly promoted subject goes to a random place in its bucket (random among ties).
+                bucket = buckets[counts[subject]]
+                bucket.insert(int(rng.integers(len(bucket) + 1)), subject)
+    return CampaignVotes(
+        subjects=np.asarray(subjects, dtype=np.int64),
+        volunteers=np.asarray(volunteers, dtype=np.int64),
+        labels=np.asarray(labels, dtype=np.int64),
+        gold=np.asarray(gold_votes, dtype=bool),
+        retired=(counts >= retire_after) & ~is_gold,
+    )

@@ -25,9 +25,18 @@ class WorkflowAdmin(admin.ModelAdmin):
                 "its vote count; never gold, never a subject drawn by random exploration.",
             },
         ),
+        (
+            "Consensus",
+            {
+                "fields": ("consensus_prior_strength", "consensus_class_prior"),
+                "description": "How the Dawid-Skene consensus weighs how common each class is against the "
+                "votes. A change applies to new votes at once and to every voted subject at the next refit.",
+            },
+        ),
         ("Serving", {"fields": ("redundancy", "undo_window_s", "exploration_share")}),
         ("Gold standard", {"fields": ("gold_rate_start", "gold_rate_min", "gold_halving")}),
     ]
+    readonly_fields = ("consensus_class_prior",)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -73,11 +73,40 @@ class Workflow(models.Model):
         help_text="volunteer votes a subject needs before the classifier can help retire it "
         "(0: the classifier alone may retire sources no volunteer has seen)",
     )
+    consensus_prior_strength = models.FloatField(
+        default=0.25,
+        validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text=(
+            "weight of the fitted class prior in the Dawid-Skene consensus: 1 takes the most probable class "
+            "(best accuracy, rare classes pulled into common ones), 0 the class the votes favour with every "
+            "class equally likely; 0.25 gave the best macro F1 on simulated campaigns (docs/benchmarks.md)"
+        ),
+    )
+    consensus_class_prior = models.JSONField(
+        default=dict, blank=True, help_text="class -> prior fitted by the last Dawid-Skene refit (written by it)"
+    )
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return self.name
+
+    def class_prior(self, strength: float | None = None):
+        """The consensus's class prior over :attr:`class_keys` at ``strength`` (default: the workflow's).
+
+        The fitted prior of the last refit raised to the strength and renormalised; uniform
+        before any refit (or for a class the refit did not see).
+        """
+        import numpy as np
+
+        keys = self.class_keys
+        weight = self.consensus_prior_strength if strength is None else strength
+        fitted = self.consensus_class_prior or {}
+        prior = np.array([float(fitted.get(k, 0.0)) for k in keys])
+        if len(keys) == 0 or np.any(prior <= 0) or weight == 0:
+            return np.full(len(keys), 1.0 / max(1, len(keys)))
+        prior = prior**weight
+        return prior / prior.sum()
 
     @property
     def class_keys(self) -> list[str]:

@@ -669,7 +669,11 @@ def retirement_reason(workflow: Workflow, labels: list[str]) -> str:
 
 
 def volunteer_posterior(votes: list[tuple[str, dict | None]], workflow: Workflow):
-    """P(true class | one subject's votes) over ``workflow.class_keys``, each voter weighed by their matrix."""
+    """P(true class | one subject's votes) over ``workflow.class_keys``, each voter weighed by their matrix.
+
+    The class prior is the last refit's at the workflow's ``consensus_prior_strength``
+    (:meth:`Workflow.class_prior`), so a vote's consensus and the refit's agree.
+    """
     import numpy as np
 
     from ml.consensus import posterior, prior_confusion
@@ -680,7 +684,7 @@ def volunteer_posterior(votes: list[tuple[str, dict | None]], workflow: Workflow
     for _, stored in votes:
         matrix = np.asarray(stored.get(workflow.slug), dtype=float) if stored else None
         confusions.append(matrix if matrix is not None and matrix.shape == prior.shape else prior)
-    return posterior([keys.index(label) for label, _ in votes], confusions, np.full(len(keys), 1.0 / len(keys)))
+    return posterior([keys.index(label) for label, _ in votes], confusions, workflow.class_prior())
 
 
 def votes_with_reliability(workflow: Workflow, source_ids) -> dict[int, list[tuple[str, dict | None]]]:
@@ -1028,7 +1032,7 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
     """
     import numpy as np
 
-    from ml.consensus import Votes, dawid_skene
+    from ml.consensus import Votes, dawid_skene, temper_prior
 
     keys = workflow.class_keys
     rows = list(
@@ -1053,7 +1057,12 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
         n_classes=len(keys),
     )
     known = np.array([keys.index(gold[s]) if s in gold else -1 for s in source_ids])
-    post, confusions, _ = dawid_skene(votes, known=known)
+    post, confusions, fitted_prior = dawid_skene(votes, known=known)
+    # The decision weighs the fitted prior at the workflow's strength (the refit's posterior
+    # carries it whole), as a vote's own consensus does with the prior stored here.
+    post = temper_prior(post, fitted_prior, workflow.consensus_prior_strength)
+    workflow.consensus_class_prior = {key: round(float(p), 6) for key, p in zip(keys, fitted_prior, strict=True)}
+    Workflow.objects.filter(pk=workflow.pk).update(consensus_class_prior=workflow.consensus_class_prior)
     voted = sorted({r[0] for r in rows if not r[3]} - set(gold))
     # Written in short batches, each its own transaction, touching only the derived columns:
     # one transaction over every row held them all locked for seconds, and while it did, the

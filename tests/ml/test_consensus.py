@@ -73,3 +73,41 @@ def test_assisted_decision_speeds_a_consensus_up_and_never_overturns_it() -> Non
     assert assisted_posterior(prior, prior, prior) == pytest.approx(prior)
     with pytest.raises(ValueError, match="threshold"):
         assisted_decision(volunteers_fri, np.array([0.9, 0.1]), 0.0)
+
+
+def test_the_class_prior_at_strength_one_is_the_fit_and_at_zero_the_votes_alone() -> None:
+    from ml.consensus import temper_prior
+
+    confusions = [prior_confusion(3)] * 3
+    prior = np.array([0.6, 0.37, 0.03])
+    answers = [2, 2, 0]  # two votes for the rare class, one for the common one
+    fitted = posterior(answers, confusions, prior)
+    assert fitted.argmax() == 0  # the prior outweighs two weak votes for the rare class
+    assert np.allclose(temper_prior(fitted, prior, 1.0), fitted)
+    votes_alone = posterior(answers, confusions, np.full(3, 1 / 3))
+    assert np.allclose(temper_prior(fitted, prior, 0.0), votes_alone)
+    assert votes_alone.argmax() == 2
+    # In between, the same as a posterior under the prior raised to the strength.
+    half = prior**0.5 / (prior**0.5).sum()
+    assert np.allclose(temper_prior(fitted[None], prior, 0.5)[0], posterior(answers, confusions, half))
+    with pytest.raises(ValueError, match="strength"):
+        temper_prior(fitted, prior, 1.5)
+
+
+def test_a_class_prior_held_fixed_is_not_refitted() -> None:
+    truth, votes = simulate(np.random.default_rng(1))
+    _, _, fitted = dawid_skene(votes)
+    _, _, held = dawid_skene(votes, class_prior=np.array([1.0, 3.0]))
+    assert np.allclose(held, [0.25, 0.75])
+    assert abs(fitted[0] - np.mean(truth == 0)) < 0.05  # fitted: the pool's share
+    with pytest.raises(ValueError, match="class_prior"):
+        dawid_skene(votes, class_prior=np.array([0.5, 0.0]))
+
+
+def test_a_prior_weakened_while_fitting_is_the_uniform_prior_at_zero() -> None:
+    _, votes = simulate(np.random.default_rng(2))
+    weakened, _, _ = dawid_skene(votes, prior_strength=0.0)
+    uniform, _, _ = dawid_skene(votes, class_prior=np.array([0.5, 0.5]))
+    assert np.allclose(weakened, uniform, atol=1e-6)
+    with pytest.raises(ValueError, match="prior_strength"):
+        dawid_skene(votes, prior_strength=-0.1)

@@ -43,3 +43,36 @@ def test_answers_follow_the_volunteers_confusion() -> None:
 def test_a_bad_crowd_setting_is_refused(bad) -> None:
     with pytest.raises(ValueError):
         CrowdConfig(**bad)
+
+
+def campaign(retire_after=3, n_volunteers=400, seed=0):
+    from ml.crowd import simulate_campaign
+
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, 150)
+    ambiguous = rng.random(150) < 0.3
+    gold_ids = np.array([0, 1, 2, 3, 4, 5])
+    crowd = make_crowd(CrowdConfig(n_volunteers=n_volunteers, sources_range=(5, 60)), 3, seed)
+    return truth, gold_ids, simulate_campaign(crowd, truth, ambiguous, gold_ids, retire_after=retire_after, seed=seed)
+
+
+def test_a_simulated_campaign_retires_every_subject_after_its_votes() -> None:
+    truth, gold_ids, votes = campaign()
+    is_gold = np.isin(votes.subjects, gold_ids)
+    assert np.array_equal(votes.gold, is_gold) and votes.gold.any()
+    counts = np.bincount(votes.subjects[~votes.gold], minlength=len(truth))
+    open_ids = np.setdiff1d(np.arange(len(truth)), gold_ids)
+    assert votes.retired[open_ids].all() and not votes.retired[gold_ids].any()
+    assert (counts[open_ids] == 3).all()  # retired at its third vote, never voted on again
+    pairs = set(zip(votes.subjects.tolist(), votes.volunteers.tolist(), strict=True))
+    assert len(pairs) == len(votes.subjects)  # nobody answers the same source twice
+    # Breadth first: the first 144 answers to open subjects cover nearly 144 different subjects
+    # (only a volunteer who skipped the last unvoted ones moves on to a second vote).
+    assert len(set(votes.subjects[~votes.gold][:144].tolist())) >= 140
+
+
+def test_a_small_crowd_leaves_subjects_open_and_the_same_seed_repeats() -> None:
+    _, _, few = campaign(n_volunteers=3)
+    assert not few.retired.all()
+    _, _, again = campaign(n_volunteers=3)
+    assert np.array_equal(few.labels, again.labels) and np.array_equal(few.subjects, again.subjects)
