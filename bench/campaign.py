@@ -86,6 +86,7 @@ class Arm:
     assist: float | None = None  # machine_retire_confidence; None: the product's default
     #: 0: the seed's own crowd answers and queue order; 1: an independent stream (the null arm).
     stream: int = 0
+    prior_strength: float | None = None  # Workflow.consensus_prior_strength; None: the product's default
 
 
 #: How far apart the seeds of an arm's independent streams are (crowd answers, queue order).
@@ -93,19 +94,37 @@ STREAM_OFFSET = 10_000
 
 
 def parse_arm(name: str) -> Arm:
-    """``a<N>``, ``b`` or ``c``; ``b`` and ``c`` take an optional ``:threshold`` of machine assistance."""
-    kind, _, threshold = name.partition(":")
+    """``a<N>``, ``b`` or ``c``; ``b`` and ``c`` take an optional ``:threshold`` of machine assistance
+    and an optional ``@strength`` of the consensus's class prior (e.g. ``b@1``, ``b:0.9@0.5``)."""
+    rest, _, strength_text = name.partition("@")
+    kind, _, threshold = rest.partition(":")
     try:
         assist = float(threshold) if threshold else None
+        strength = float(strength_text) if strength_text else None
     except ValueError:
-        raise argparse.ArgumentTypeError(f"arm {name!r}: the machine-assistance threshold must be a number") from None
-    if kind.startswith("a") and kind[1:].isdigit() and not threshold:
+        raise argparse.ArgumentTypeError(
+            f"arm {name!r}: the machine-assistance threshold and the prior strength must be numbers"
+        ) from None
+    if strength is not None and not 0.0 <= strength <= 1.0:
+        raise argparse.ArgumentTypeError(f"arm {name!r}: the consensus prior strength must lie in [0, 1]")
+    if kind.startswith("a") and kind[1:].isdigit() and not threshold and strength is None:
         return Arm(name, int(kind[1:]), "random", learning=False, majority_only=True)
-    if kind.startswith("a") and kind.endswith("n") and kind[1:-1].isdigit() and not threshold:
+    if kind.startswith("a") and kind.endswith("n") and kind[1:-1].isdigit() and not threshold and strength is None:
         return Arm(name, int(kind[1:-1]), "random", learning=False, majority_only=True, stream=1)
     if kind in ("b", "c"):
-        return Arm(name, 0, None if kind == "b" else "random", learning=True, majority_only=False, assist=assist)
-    raise argparse.ArgumentTypeError(f"unknown arm {name!r}: a<N> (e.g. a5, a20), a<N>n (null), b, c, b:0.9, c:0.9")
+        return Arm(
+            name,
+            0,
+            None if kind == "b" else "random",
+            learning=True,
+            majority_only=False,
+            assist=assist,
+            prior_strength=strength,
+        )
+    raise argparse.ArgumentTypeError(
+        f"unknown arm {name!r}: a<N> (e.g. a5, a20), a<N>n (null), b, c, b:0.9 (machine assistance), "
+        "b@1 (consensus prior strength)"
+    )
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -251,6 +270,8 @@ def configure(pool: Pool, arm: Arm, seed: int, *, gold_per_class: int, retrain_e
         workflow.exploration_share = 0.0
     elif arm.assist is not None:
         workflow.machine_retire_confidence = arm.assist
+    if arm.prior_strength is not None:
+        workflow.consensus_prior_strength = arm.prior_strength
     workflow.save()
     sync_subjects(workflow)
     seed_gold_from_catalogue(workflow, dataset=pool.dataset, per_class=gold_per_class, seed=seed)
@@ -541,11 +562,17 @@ def catalogue_snapshot(truth: Truth, arm: Arm) -> dict[str, Any]:
     guess = np.array([classes.index(label) if label in classes else -1 for label in labels])
     first_guess = np.array([classes.index(label) if label in classes else -1 for label in first_labels])
     recall = {c: float(np.mean(guess[true == k] == k)) if np.any(true == k) else None for k, c in enumerate(classes)}
+    f1 = {
+        c: 2 * float(np.sum((guess == k) & (true == k))) / float(np.sum(guess == k) + np.sum(true == k))
+        for k, c in enumerate(classes)
+        if np.any(true == k)
+    }
     return {
         "votes": Classification.objects.filter(workflow=workflow).count(),
         "accuracy": float(np.mean(guess == true)),
         "accuracy_classifier_only": float(np.mean(first_guess == true)),
         "recall": recall,
+        "f1": f1,
         "retired": retired,
         "assisted": assisted,
         "assisted_correct": int(
@@ -702,10 +729,11 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
     seeds = sorted({r["seed"] for r in runs})
     classes = list(runs[0]["snapshots"][-1]["recall"])
     lines = [
-        f"| arm | seeds | votes | accuracy | {' | '.join(f'recall {c}' for c in classes)} | retired | votes per retired"
+        f"| arm | seeds | votes | accuracy | macro F1 | {' | '.join(f'recall {c}' for c in classes)} | retired "
+        "| votes per retired"
         f" | machine-assisted (correct) | votes to reach {reference}'s final accuracy | saving vs {reference} "
         "| retrains | campaign time |",
-        "| --- " * (11 + len(classes)) + "|",
+        "| --- " * (12 + len(classes)) + "|",
     ]
     for arm in arms:
         rows = [by[(arm, s)] for s in seeds if (arm, s) in by]
@@ -731,10 +759,16 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
         if savings and len(savings) < len(reach):
             saving_text += f" (reached in {len(savings)} of {len(reach)})"
         recalls = " | ".join(mean_sd([s["recall"][c] or 0 for s in last], scale=100) for c in classes)
+        macro_f1 = (
+            mean_sd([np.mean(list(s["f1"].values())) for s in last], scale=100) + " %"
+            if all("f1" in s for s in last)
+            else "-"
+        )
         retired = [s["retired"] for s in last]
         lines.append(
             f"| {arm} | {len(rows)} | {mean_sd([s['votes'] for s in last], '{:.0f}')} "
-            f"| {mean_sd([s['accuracy'] for s in last], scale=100)} % | {recalls} | {mean_sd(retired, '{:.0f}')} "
+            f"| {mean_sd([s['accuracy'] for s in last], scale=100)} % | {macro_f1} | {recalls} "
+            f"| {mean_sd(retired, '{:.0f}')} "
             f"| {mean_sd([s['votes'] / max(1, s['retired']) for s in last])} "
             f"| {mean_sd([s['assisted'] for s in last], '{:.0f}')} ({sum(s['assisted_correct'] for s in last)} of "
             f"{sum(s['assisted'] for s in last)}) "

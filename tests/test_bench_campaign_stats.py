@@ -48,3 +48,18 @@ def test_the_interval_is_on_log_ratios_and_the_summary_says_whether_the_null_pas
     assert "null test" not in b_line and float(b_line.split(": ")[1].split("x")[0]) == pytest.approx(
         np.exp(np.mean(np.log([300 / 100] * 3))), rel=0.01
     )
+
+
+def test_an_arm_can_set_the_consensus_prior_and_the_summary_gives_macro_f1() -> None:
+    arm = parse_arm("b:0.9@1")
+    assert (arm.assist, arm.prior_strength, arm.policy) == (0.9, 1.0, None)
+    assert parse_arm("c@0.25").prior_strength == 0.25 and parse_arm("b").prior_strength is None
+    for bad in ("b@2", "a5@1", "b@x"):
+        with pytest.raises(Exception, match="arm"):
+            parse_arm(bad)
+    runs = [_run("b", s, [100, 200], [0.6, 0.8]) for s in range(2)]
+    for s, run in enumerate(runs):
+        run["snapshots"][-1]["f1"] = {"FRI": 0.9, "hybrid": 0.3 + 0.2 * s}
+    header, _, row = summarise(runs, "b")[:3]
+    assert header.split(" | ")[4] == "macro F1"
+    assert row.split(" | ")[4] == "65.0 +- 7.1 %"  # macro F1 per run: 60 and 70
