@@ -407,14 +407,53 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class Pacer:
+    """Spaces the volunteers' answers (votes and skips) at most ``rate`` per second, all together.
+
+    A real campaign's volunteers answer a few times a second at most, so the loop retrains
+    and refreshes between a handful of votes; unpaced, the replay's volunteers answer ~100
+    times a second and the loop sees hundreds of votes between two refreshes. Each answer
+    takes the next free slot (``1 / rate`` apart); ``rate`` None or 0 leaves them unpaced.
+    """
+
+    def __init__(self, rate: float | None, *, clock=time.monotonic, sleep=time.sleep):
+        if rate is not None and rate < 0:
+            raise ValueError(f"the pace must be a positive number of answers per second, got {rate}")
+        self.interval = 1.0 / rate if rate else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_slot: float | None = None
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        """Block until this caller's slot."""
+        if not self.interval:
+            return
+        with self.lock:
+            now = self.clock()
+            slot = now if self.next_slot is None or self.next_slot < now else self.next_slot
+            self.next_slot = slot + self.interval
+        delay = slot - self.clock()
+        if delay > 0:
+            self.sleep(delay)
+
+
 class Campaign:
     """The arrival of volunteers, ``concurrency`` of them labelling at any time."""
 
     def __init__(
-        self, port: int, crowd: Crowd, truth: Truth, gold: dict[int, int], *, concurrency: int, max_votes: int
+        self,
+        port: int,
+        crowd: Crowd,
+        truth: Truth,
+        gold: dict[int, int],
+        *,
+        concurrency: int,
+        max_votes: int,
+        pacer: Pacer | None = None,
     ):
         self.port, self.crowd, self.truth, self.gold = port, crowd, truth, gold
         self.concurrency, self.max_votes = concurrency, max_votes
+        self.pacer = pacer or Pacer(None)
         self.tally = Tally()
         self.next_volunteer = 0
         self.stop = threading.Event()
@@ -474,6 +513,7 @@ class Campaign:
             else:
                 truth, unclear = self.truth.label.get(source_id, 0), self.truth.ambiguous.get(source_id, False)
             answer = self.crowd.respond(volunteer, truth, unclear, rng)
+            self.pacer.wait()  # the volunteer looks at the source before answering
             if answer is None:
                 skipped.append(source_id)
                 form = [("source", source_id), *(("exclude", s) for s in skipped[-20:])]
@@ -611,7 +651,15 @@ def run_one(args: argparse.Namespace, pool: Pool, arm: Arm, seed: int, data_root
         )
         if arm.stream:  # the same volunteers (skills, quotas), their answers drawn afresh
             crowd = dataclasses.replace(crowd, seed=seed + STREAM_OFFSET * arm.stream)
-        campaign = Campaign(args.port, crowd, truth, gold, concurrency=args.concurrency, max_votes=args.max_votes)
+        campaign = Campaign(
+            args.port,
+            crowd,
+            truth,
+            gold,
+            concurrency=args.concurrency,
+            max_votes=args.max_votes,
+            pacer=Pacer(args.votes_per_s),
+        )
         threads = [threading.Thread(target=campaign.slot, daemon=True) for _ in range(args.concurrency)]
         clock = time.monotonic()
         for thread in threads:
@@ -867,6 +915,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-minutes", type=float, default=20.0, help="stop a run's volunteers after this long")
     parser.add_argument("--crowd", type=int, default=1500, help="volunteers who may arrive")
     parser.add_argument("--concurrency", type=int, default=6, help="volunteers labelling at once")
+    parser.add_argument(
+        "--votes-per-s",
+        type=float,
+        default=None,
+        help="pace the volunteers' answers (votes and skips) to at most this many per second, all volunteers "
+        "together (default: as fast as the stack answers; a real campaign's pace is a few per second)",
+    )
     parser.add_argument("--gold-per-class", type=int, default=10)
     parser.add_argument("--retrain-every-labels", type=int, default=20, help="LoopSettings.retrain_min_new_labels")
     parser.add_argument("--tick-s", type=int, default=5, help="beat's learning tick (the product's: 60)")
@@ -909,7 +964,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     django.setup()
     args.out.mkdir(parents=True, exist_ok=True)
-    results_path = args.out / f"{pool.dataset}-{'pca' if args.checkpoint is None else args.checkpoint.stem}.jsonl"
+    # Paced and unpaced runs of the same arm and seed are different experiments: separate files.
+    pace = f"-paced{args.votes_per_s:g}" if args.votes_per_s else ""
+    embedding = "pca" if args.checkpoint is None else args.checkpoint.stem
+    results_path = args.out / f"{pool.dataset}-{embedding}{pace}.jsonl"
     done = {}
     if results_path.exists():
         for line in results_path.read_text().splitlines():
@@ -920,7 +978,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'pixel PCA' if args.checkpoint is None else args.checkpoint}; beat tick {args.tick_s} s (product 60 s), "
         f"Dawid-Skene refit every {args.consensus_every_s} s (product 600 s), retrain after "
         f"{args.retrain_every_labels} new consensus labels; `default` worker processes {args.default_concurrency}; "
-        f"{args.concurrency} volunteers at once; results in "
+        f"{args.concurrency} volunteers at once, "
+        f"{'unpaced' if not args.votes_per_s else f'paced to {args.votes_per_s:g} answers/s'}; results in "
         f"{results_path} (runs already there are reused)",
         flush=True,
     )

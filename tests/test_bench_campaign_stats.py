@@ -63,3 +63,27 @@ def test_an_arm_can_set_the_consensus_prior_and_the_summary_gives_macro_f1() -> 
     header, _, row = summarise(runs, "b")[:3]
     assert header.split(" | ")[4] == "macro F1"
     assert row.split(" | ")[4] == "65.0 +- 7.1 %"  # macro F1 per run: 60 and 70
+
+
+def test_the_pacer_spaces_answers_across_volunteers_and_unpaced_never_waits() -> None:
+    from bench.campaign import Pacer
+
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    pacer = Pacer(4.0, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):  # three answers at once: slots 0, 0.25, 0.5 s from now
+        pacer.wait()
+    assert slept == pytest.approx([0.25, 0.5])
+    now[0] += 2.0  # a lull: the next answer goes at once, no debt is paid back
+    pacer.wait()
+    assert len(slept) == 2
+    unpaced = Pacer(None, clock=lambda: now[0], sleep=sleep)
+    for _ in range(5):
+        unpaced.wait()
+    assert len(slept) == 2
+    with pytest.raises(ValueError, match="pace"):
+        Pacer(-1.0)

@@ -95,7 +95,12 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
         Column("retired", "bool", "the subject has all the votes it needs"),
         Column("consensus_label", "str", "majority label of the volunteers"),
         Column("consensus_confidence", "float", "majority share of the votes"),
-        Column("weighted_label", "str", "Dawid-Skene label (volunteers weighted by reliability)"),
+        Column(
+            "weighted_label",
+            "str",
+            "Dawid-Skene label (volunteers weighted by reliability, class prior at strength "
+            f"{workflow.consensus_prior_strength:g})",
+        ),
         Column("weighted_confidence", "float", "Dawid-Skene probability of weighted_label"),
         Column("retire_reason", "str", "why the subject retired: vote count, agreement, machine-assisted, ..."),
         Column("assisted_label", "str", "class volunteers and classifier agreed on (machine-assisted retirement)"),

@@ -128,6 +128,18 @@ def test_sources_are_read_and_predicted_in_chunks(catalogue, workflow, django_as
         assert sum(piece.count("\n") for piece in iter_csv(export)) == 7
 
 
+def test_the_weighted_label_column_says_which_consensus_prior_made_it(api_as, workflow) -> None:
+    """A scientist reading the file (VOTable DESCRIPTION) knows the consensus rule behind weighted_label."""
+    from astropy.io.votable import parse
+
+    for strength in (0.25, 1.0):
+        workflow.consensus_prior_strength = strength
+        workflow.save()
+        votable = parse(io.BytesIO(download(api_as("scientist"), "sources", "votable")))
+        field = next(f for f in votable.get_first_table().fields if f.name == "weighted_label")
+        assert f"class prior at strength {strength:g})" in str(field.description)
+
+
 def test_votable_and_fits_are_streamed_chunk_by_chunk_and_read_back_as_built_in_memory() -> None:
     """The streamed writers (a chunk at a time, whatever the rows) give what astropy's own writers
     give for the whole table: the same columns, units, values, missing values and odd text."""
