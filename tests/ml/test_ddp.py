@@ -47,14 +47,6 @@ def assert_same_curve(got: list[float], expected: list[float]) -> None:
     np.testing.assert_allclose(got, expected, rtol=0, atol=LATE_TOLERANCE)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each of the two processes: the machine has two cores
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (16, 150, 150), dtype=np.uint8)

@@ -27,8 +27,7 @@ Reduce = Literal["max", "mean"]
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+def seeded() -> None:
     torch.manual_seed(0)
 
 

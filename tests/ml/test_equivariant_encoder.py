@@ -17,8 +17,7 @@ P4M_CPU = EncoderConfig(arch="p4m-resnet10", stem_stride=2, width=4, view=ViewCo
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> None:
-    torch.set_num_threads(1)
+def seeded() -> None:
     torch.manual_seed(0)
 
 

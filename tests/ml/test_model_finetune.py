@@ -11,15 +11,6 @@ ENCODER = get_config("tiny").encoder
 TINY = get_finetune_config("tiny")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two OpenMP threads on a 2-core machine shared with other work stall for seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def labelled() -> tuple[np.ndarray, np.ndarray]:
     images = np.random.default_rng(0).integers(0, 256, (16, 150, 150), dtype=np.uint8)

@@ -9,15 +9,6 @@ from ml.train import TrainingProgress, plan_loop, pretrain, warmup_cosine
 TINY = get_config("tiny")  # batch 8, 2 epochs, 32-pixel views, progress every step
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two OpenMP threads on a 2-core machine shared with other work stall for seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def images() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (16, 150, 150), dtype=np.uint8)

@@ -24,15 +24,6 @@ ENCODER = get_config("tiny").encoder
 SEMI = get_finetune_config("tiny", max_steps=2, unlabelled_weight=1.0, confidence_threshold=0.0, unlabelled_ratio=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two OpenMP threads on a 2-core machine shared with other work stall for seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
