@@ -292,3 +292,29 @@ class Flag(models.Model):
 
     def __str__(self) -> str:
         return f"{self.volunteer_id} flagged {self.source_id}"
+
+
+class ConsensusSnapshot(models.Model):
+    """The consensus catalogue of a workflow as one Dawid-Skene refit left it: the live campaign's curve.
+
+    Written by every refit (:func:`rgzlabel.labelling.services.recompute_consensus`), so the
+    dashboard can draw the campaign's own progress against its votes, as the replay draws it
+    (``bench/campaign.py``). There is no truth in a live campaign: ``estimated_accuracy`` is the
+    model's own expectation (the mean posterior of the chosen class over the retired subjects),
+    and ``gold_accuracy`` the volunteers' share of right answers on gold sources.
+    """
+
+    workflow = models.ForeignKey(Workflow, on_delete=models.CASCADE, related_name="consensus_snapshots")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    n_votes = models.PositiveIntegerField(help_text="votes in the workflow, gold answers included")
+    n_retired = models.PositiveIntegerField(help_text="subjects retired by their votes (gold excluded)")
+    estimated_accuracy = models.FloatField(null=True, blank=True)
+    gold_accuracy = models.FloatField(null=True, blank=True)
+    class_counts = models.JSONField(default=dict, help_text="retired subjects per consensus class")
+    prior_strength = models.FloatField(help_text="the workflow's consensus_prior_strength at the refit")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"consensus of {self.workflow_id} at {self.n_votes} votes"

@@ -26,6 +26,7 @@ from rgzlabel.labelling import rows
 from rgzlabel.labelling.models import (
     Assignment,
     Classification,
+    ConsensusSnapshot,
     Flag,
     GoldLabel,
     Subject,
@@ -1092,7 +1093,37 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
         with transaction.atomic():
             Subject.objects.bulk_update(subjects, ["weighted_label", "weighted_confidence"])
     report.subjects, report.volunteers = len(voted), len(volunteer_ids)
+    record_consensus_snapshot(workflow, rows, gold, post, s_index)
     return report
+
+
+#: Retire reasons of subjects that are not the volunteers' consensus.
+NOT_BY_VOTES = ("gold", "field guide", MACHINE_ASSISTED_REASON)
+
+
+def record_consensus_snapshot(workflow: Workflow, rows, gold: dict[int, str], post, s_index: dict[int, int]):
+    """One point of the live campaign's curve (:class:`ConsensusSnapshot`) from a refit's posteriors."""
+    import numpy as np
+
+    keys = workflow.class_keys
+    retired = list(
+        Subject.objects.filter(workflow=workflow, retired_at__isnull=False, source_id__in=list(s_index))
+        .exclude(retire_reason__in=NOT_BY_VOTES)
+        .exclude(source_id__in=list(gold))
+        .values_list("source_id", flat=True)
+    )
+    chosen = post[[s_index[s] for s in retired]] if retired else np.zeros((0, len(keys)))
+    counts = np.bincount(chosen.argmax(axis=1), minlength=len(keys)) if len(chosen) else np.zeros(len(keys), int)
+    answers = [(source_id, label) for source_id, _, label, is_gold in rows if is_gold and source_id in gold]
+    return ConsensusSnapshot.objects.create(
+        workflow=workflow,
+        n_votes=len(rows),
+        n_retired=len(retired),
+        estimated_accuracy=float(chosen.max(axis=1).mean()) if len(chosen) else None,
+        gold_accuracy=(sum(label == gold[s] for s, label in answers) / len(answers)) if answers else None,
+        class_counts={key: int(n) for key, n in zip(keys, counts, strict=True)},
+        prior_strength=workflow.consensus_prior_strength,
+    )
 
 
 # --- the volunteer's own page --------------------------------------------------------------------

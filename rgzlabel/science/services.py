@@ -18,7 +18,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from rgzlabel.catalog.models import Source
-from rgzlabel.labelling.models import Classification, Flag, Subject
+from rgzlabel.labelling.models import Classification, ConsensusSnapshot, Flag, Subject
 from rgzlabel.labelling.services import default_workflow
 from rgzlabel.learning.models import ClassifierVersion, EmbeddingSet, EncoderVersion, Job
 from rgzlabel.science.exports import anonymise_volunteer
@@ -266,7 +266,19 @@ def campaign_summary(days: int = 30) -> dict[str, Any]:
         "representation": active_representation(),
         "queue": queue_summary(workflow),
         "catalogue": catalogue_composition(subjects, active is not None),
+        "consensus": consensus_status(workflow),
     }
+
+
+def consensus_status(workflow) -> dict[str, Any]:
+    """The last refit's snapshot, its class shares as percentages, and the prior's strength."""
+    latest = ConsensusSnapshot.objects.filter(workflow=workflow).last()
+    shares = (
+        [(key, 100 * latest.class_counts.get(key, 0) / latest.n_retired) for key in workflow.class_keys]
+        if latest is not None and latest.n_retired
+        else []
+    )
+    return {"latest": latest, "shares": shares, "prior_strength": workflow.consensus_prior_strength}
 
 
 def active_representation() -> str | None:
@@ -396,6 +408,56 @@ def accuracy_plot(simulated_random: dict[str, list[float]] | None = None) -> byt
         axis.legend(loc="lower right")
     else:
         axis.text(0.5, 0.5, "no classifier yet", ha="center", transform=axis.transAxes)
+    png = _figure_png(figure)
+    plt.close(figure)
+    return png
+
+
+#: Most points the campaign curve draws (older snapshots are thinned evenly).
+CAMPAIGN_CURVE_POINTS = 400
+
+
+def campaign_curve(workflow) -> list[ConsensusSnapshot]:
+    """The workflow's consensus snapshots in order, thinned to :data:`CAMPAIGN_CURVE_POINTS` (the newest kept)."""
+    ids = list(ConsensusSnapshot.objects.filter(workflow=workflow).values_list("id", flat=True))
+    if len(ids) > CAMPAIGN_CURVE_POINTS:
+        picks = np.unique(np.linspace(0, len(ids) - 1, CAMPAIGN_CURVE_POINTS).round().astype(int))
+        ids = [ids[i] for i in picks]
+    return list(ConsensusSnapshot.objects.filter(id__in=ids))
+
+
+def campaign_plot(workflow) -> bytes:
+    """The live campaign against its votes: the consensus's estimated accuracy, the volunteers' gold
+    accuracy, and the share of each class among the retired subjects (a rare class must not vanish)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = campaign_curve(workflow)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 5.0), sharex=True)
+    if points:
+        votes = [p.n_votes for p in points]
+        for name, values in (
+            ("consensus, Dawid-Skene's own estimate", [p.estimated_accuracy for p in points]),
+            ("volunteers on gold sources", [p.gold_accuracy for p in points]),
+        ):
+            shown = [(v, 100 * a) for v, a in zip(votes, values, strict=True) if a is not None]
+            if shown:
+                top.plot(*zip(*shown, strict=True), marker="." if len(shown) < 50 else None, label=name)
+        for key in workflow.class_keys:
+            shares = [100 * p.class_counts.get(key, 0) / p.n_retired if p.n_retired else 0 for p in points]
+            bottom.plot(votes, shares, label=key)
+        top.legend(loc="lower right", fontsize="small")
+        bottom.legend(loc="upper right", fontsize="small", ncol=2)
+    else:
+        top.text(0.5, 0.5, "no consensus refit yet", ha="center", transform=top.transAxes)
+    top.set_ylabel("accuracy (%)")
+    top.set_title("The campaign against its votes")
+    bottom.set_ylabel("% of retired sources")
+    bottom.set_xlabel("volunteer votes (gold answers included)")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
     png = _figure_png(figure)
     plt.close(figure)
     return png

@@ -77,6 +77,8 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def plot(request: HttpRequest, name: str) -> HttpResponse:
     if name == "accuracy":
         png = services.accuracy_plot(services.simulated_random_curve())
+    elif name == "campaign":
+        png = services.campaign_plot(services.default_workflow())
     elif name == "loss":
         running = Job.objects.filter(kind=Job.Kind.PRETRAIN, state=Job.State.RUNNING).order_by("-started_at").first()
         png = services.loss_plot(EncoderVersion.objects.first(), running)

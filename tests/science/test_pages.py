@@ -51,6 +51,7 @@ def page_urls(source_id: int) -> list[str]:
         reverse("science:dashboard"),
         reverse("science:plot", args=["accuracy"]),
         reverse("science:plot", args=["loss"]),
+        reverse("science:plot", args=["campaign"]),
         reverse("science:map"),
         reverse("science:map-data"),
         reverse("science:source", args=[source_id]),
@@ -185,3 +186,53 @@ def test_the_dashboard_states_which_encoder_and_views_the_embeddings_come_from(
         page = client.get(reverse("science:dashboard")).content.decode()
         assert f"Embeddings {active.pk} in use: encoder {name} {said}" in page
         assert "96 dimensions" in page and "pixel PCA" not in page
+
+
+def test_each_consensus_refit_adds_a_point_to_the_campaigns_curve_on_the_dashboard(
+    client, scientist_user, django_user_model, make_source, workflow
+) -> None:
+    from rgzlabel.labelling.models import ConsensusSnapshot, GoldLabel
+    from rgzlabel.labelling.services import recompute_consensus
+
+    workflow.retire_after = 2
+    workflow.save()
+    client.force_login(scientist_user)
+    assert "No consensus refit yet" in client.get(reverse("science:dashboard")).content.decode()
+    volunteers = [django_user_model.objects.create_user(f"v{i}") for i in range(2)]
+    gold = make_source()
+    GoldLabel.objects.create(workflow=workflow, source=gold, label="FRII")
+    served_vote(volunteers[0], gold.pk, "FRII", workflow)  # right
+    served_vote(volunteers[1], gold.pk, "FRI", workflow)  # wrong
+    sources = [make_source() for _ in range(4)]
+    for source, label in zip(sources[:3], ["FRI", "FRII", "FRII"], strict=True):
+        for volunteer in volunteers:
+            served_vote(volunteer, source.pk, label, workflow)
+    served_vote(volunteers[0], sources[3].pk, "hybrid", workflow)  # voted, not retired
+    recompute_consensus(workflow)
+    served_vote(volunteers[1], sources[3].pk, "hybrid", workflow)  # now retired
+    recompute_consensus(workflow)
+
+    first, second = ConsensusSnapshot.objects.filter(workflow=workflow)
+    assert (first.n_votes, first.n_retired, second.n_votes, second.n_retired) == (9, 3, 10, 4)
+    assert first.class_counts == {"FRI": 1, "FRII": 2, "hybrid": 0, "unsure": 0}
+    assert second.class_counts["hybrid"] == 1 and second.gold_accuracy == 0.5
+    assert 0.25 < second.estimated_accuracy <= 1.0
+    page = client.get(reverse("science:dashboard")).content.decode()
+    assert "10 votes):\n  <b>4</b> sources retired by their votes" in page
+    assert "FRI 25.0 %, FRII 50.0 %, hybrid 25.0 %, unsure 0.0 %" in page and "<b>50 %</b> of gold" in page
+    plot = client.get(reverse("science:plot", args=["campaign"]))
+    assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
+
+
+def test_a_long_campaign_curve_is_thinned_evenly_and_keeps_its_newest_point(workflow) -> None:
+    from rgzlabel.labelling.models import ConsensusSnapshot
+    from rgzlabel.science.services import CAMPAIGN_CURVE_POINTS, campaign_curve
+
+    ConsensusSnapshot.objects.bulk_create(
+        ConsensusSnapshot(workflow=workflow, n_votes=10 * i, n_retired=i, prior_strength=0.25) for i in range(1000)
+    )
+    points = campaign_curve(workflow)
+    votes = [p.n_votes for p in points]
+    assert len(points) == CAMPAIGN_CURVE_POINTS and votes == sorted(votes)
+    assert votes[0] == 0 and votes[-1] == 9990
+    assert max(np.diff(votes)) <= 30  # no gap much wider than 1000 / 400 snapshots
