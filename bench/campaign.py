@@ -18,15 +18,22 @@ Arms, on the same volunteers and seeds (``--arms``):
 * ``c``: as ``b`` with the queue in random order (what active learning adds is b - c);
 * ``a5n`` (any ``a<N>n``): the null arm: ``a5`` again with its own crowd answers and its own
   random order (same volunteers' skills, same gold). Its saving against ``a5`` must come out
-  at 1.0x within its interval, or the saving statistic credits arms with chance.
+  at 1.0x within its interval, or the saving statistic credits arms with chance;
+* ``b@S`` / ``c@S``: with the workflow's consensus prior at strength S (``b@1``: the consensus
+  shipped before 2026-12-05, the most probable class).
 
 Metric: catalogue accuracy over the pool (gold sources left out: their labels are given),
 each source labelled by its retired consensus, else the active classifier's prediction,
 else the majority of its votes so far, else wrong; against the total volunteer votes
-(answers to gold sources included: they cost clicks). Also per-class recall, votes per
-retired subject and wall time.
+(answers to gold sources included: they cost clicks). Also per-class recall, macro F1, votes
+per retired subject and wall time.
 
     .venv/bin/python -m bench.campaign --pool mirabest --arms a5,b,c --seeds 0,1,2
+
+Unpaced, the volunteers answer as fast as the stack does (~100 answers/s here), so the loop
+sees hundreds of votes between two refreshes. ``--votes-per-s R`` paces all answers together
+to R per second: a campaign of 2 answers/s on the product's 60 s tick has ~120 answers per
+tick, as ``--votes-per-s 24`` has on the replay's 5 s tick.
 
 Loopback only. Every run has its own database (dropped and made again) and data folder, is
 bounded by ``--max-votes`` and ``--max-minutes``, and stops its processes when it ends.
