@@ -1010,7 +1010,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in summarise(runs, reference):
         print(line)
     plot_path = results_path.with_suffix(".png")
-    plot(runs, plot_path, f"campaign replay, {pool.dataset}, {runs[0]['embedding']} embedding")
+    paced = f", paced to {args.votes_per_s:g} answers/s" if args.votes_per_s else ""
+    plot(runs, plot_path, f"campaign replay, {pool.dataset}, {runs[0]['embedding']} embedding{paced}")
     print(f"\nplot: {plot_path}")
     return 0
 
