@@ -687,6 +687,12 @@ def run_one(args: argparse.Namespace, pool: Pool, arm: Arm, seed: int, data_root
             # The loop catches up with the last votes: one more tick, then the last snapshot.
             wait_for_quiet_jobs(args.tick_s * 3 + 30)
         snapshots.append(catalogue_snapshot(truth, arm) | {"seconds": time.monotonic() - clock})
+        # The catalogue as the next Dawid-Skene refit leaves it (a live campaign exports after
+        # refits): subjects retired since the last one keep their vote-time labels until then.
+        from rgzlabel.labelling.services import default_workflow, recompute_consensus
+
+        recompute_consensus(default_workflow())
+        after_refit = catalogue_snapshot(truth, arm)
         jobs = {kind: Job.objects.filter(kind=kind, state=Job.State.SUCCEEDED).count() for kind in Job.Kind.values}
         failed_jobs = [f"{j.kind} {j.pk}: {j.error[:200]}" for j in Job.objects.filter(state=Job.State.FAILED)]
     finally:
@@ -708,6 +714,7 @@ def run_one(args: argparse.Namespace, pool: Pool, arm: Arm, seed: int, data_root
         "jobs": jobs,
         "failed_jobs": failed_jobs,
         "snapshots": snapshots,
+        "after_refit": after_refit,
     }
 
 
@@ -775,6 +782,12 @@ def accuracy_at(run: dict[str, Any], grid: np.ndarray) -> np.ndarray:
     return np.where(grid <= votes[-1], values, np.nan)
 
 
+def _mean_sd(fractions: Sequence[float]) -> str:
+    """Percentages: mean +- sample standard deviation."""
+    values = 100 * np.asarray(fractions, dtype=float)
+    return f"{values.mean():.1f} +- {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+
+
 def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
     """Markdown lines: per arm final accuracy, votes, recall, and the votes to reach the reference."""
     from scipy import stats
@@ -832,6 +845,23 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
             f"| {mean_sd([r['jobs'].get('retrain', 0) for r in rows], '{:.0f}')} "
             f"| {mean_sd([r['campaign_s'] for r in rows], '{:.0f}')} s |"
         )
+    refitted = [arm for arm in arms if all("after_refit" in by[(arm, s)] for s in seeds if (arm, s) in by)]
+    if refitted:
+        lines += [
+            "",
+            "After one more Dawid-Skene refit (the catalogue a live campaign exports):",
+            "",
+            f"| arm | accuracy | macro F1 | {' | '.join(f'recall {c}' for c in classes)} |",
+            "| --- " * (3 + len(classes)) + "|",
+        ]
+        for arm in refitted:
+            after = [by[(arm, s)]["after_refit"] for s in seeds if (arm, s) in by]
+            cells = [
+                _mean_sd([a["accuracy"] for a in after]) + " %",
+                _mean_sd([np.mean(list(a["f1"].values())) for a in after]) + " %",
+                *(_mean_sd([a["recall"][c] or 0 for a in after]) for c in classes),
+            ]
+            lines.append(f"| {arm} | {' | '.join(cells)} |")
     lines.append("")
     for arm in arms:
         pairs = [(by[(arm, s)], by[(reference, s)]) for s in seeds if (arm, s) in by and (reference, s) in by]

@@ -87,3 +87,14 @@ def test_the_pacer_spaces_answers_across_volunteers_and_unpaced_never_waits() ->
     assert len(slept) == 2
     with pytest.raises(ValueError, match="pace"):
         Pacer(-1.0)
+
+
+def test_the_summary_gives_the_catalogue_after_one_more_refit_when_runs_have_it() -> None:
+    runs = [_run("b", s, [100, 200], [0.6, 0.8]) for s in range(2)]
+    assert not any("one more Dawid-Skene refit" in line for line in summarise(runs, "b"))
+    for s, run in enumerate(runs):
+        run["after_refit"] = {"accuracy": 0.8 + 0.02 * s, "recall": {"FRI": 0.9}, "f1": {"FRI": 0.5, "hybrid": 0.7}}
+    lines = summarise(runs, "b")
+    start = next(i for i, line in enumerate(lines) if "one more Dawid-Skene refit" in line)
+    assert lines[start + 2] == "| arm | accuracy | macro F1 | recall FRI |"
+    assert lines[start + 4] == "| b | 81.0 +- 1.4 % | 60.0 +- 0.0 % | 90.0 +- 0.0 |"
