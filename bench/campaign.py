@@ -560,6 +560,8 @@ def catalogue_snapshot(truth: Truth, arm: Arm) -> dict[str, Any]:
     keeps the first definition (retired consensus, else the classifier alone). Arms without
     learning: retired consensus, else the majority of the votes so far.
     """
+    from sklearn.metrics import f1_score
+
     from rgzlabel.labelling.models import Classification, Subject
     from rgzlabel.labelling.services import MACHINE_ASSISTED_REASON, default_workflow
     from rgzlabel.science.catalogue import SubjectState, catalogue_entries
@@ -609,11 +611,14 @@ def catalogue_snapshot(truth: Truth, arm: Arm) -> dict[str, Any]:
     guess = np.array([classes.index(label) if label in classes else -1 for label in labels])
     first_guess = np.array([classes.index(label) if label in classes else -1 for label in first_labels])
     recall = {c: float(np.mean(guess[true == k] == k)) if np.any(true == k) else None for k, c in enumerate(classes)}
-    f1 = {
-        c: 2 * float(np.sum((guess == k) & (true == k))) / float(np.sum(guess == k) + np.sum(true == k))
-        for k, c in enumerate(classes)
-        if np.any(true == k)
-    }
+    present = [k for k in range(len(classes)) if np.any(true == k)]
+    f1 = dict(
+        zip(
+            [classes[k] for k in present],
+            f1_score(true, guess, labels=present, average=None, zero_division=0).tolist(),
+            strict=True,
+        )
+    )
     return {
         "votes": Classification.objects.filter(workflow=workflow).count(),
         "accuracy": float(np.mean(guess == true)),
@@ -782,10 +787,12 @@ def accuracy_at(run: dict[str, Any], grid: np.ndarray) -> np.ndarray:
     return np.where(grid <= votes[-1], values, np.nan)
 
 
-def _mean_sd(fractions: Sequence[float]) -> str:
-    """Percentages: mean +- sample standard deviation."""
-    values = 100 * np.asarray(fractions, dtype=float)
-    return f"{values.mean():.1f} +- {values.std(ddof=1) if len(values) > 1 else 0.0:.1f}"
+def mean_sd(values: Sequence[float], fmt: str = "{:.1f}", scale: float = 1.0) -> str:
+    """``mean +- sample std`` of ``values * scale``, or how many are not finite (a target not reached)."""
+    array = np.asarray(values, dtype=float) * scale
+    if not np.all(np.isfinite(array)):
+        return f"not reached in {int(np.sum(~np.isfinite(array)))} of {len(array)}"
+    return (fmt + " +- " + fmt).format(array.mean(), array.std(ddof=1) if len(array) > 1 else 0.0)
 
 
 def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
@@ -816,12 +823,6 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
             reach.append(needed)
             if np.isfinite(needed):
                 savings.append(ref["snapshots"][-1]["votes"] / needed)
-
-        def mean_sd(values: Sequence[float], fmt: str = "{:.1f}", scale: float = 1.0) -> str:
-            array = np.asarray(values, dtype=float) * scale
-            if not np.all(np.isfinite(array)):
-                return f"not reached in {int(np.sum(~np.isfinite(array)))} of {len(array)}"
-            return (fmt + " +- " + fmt).format(array.mean(), array.std(ddof=1) if len(array) > 1 else 0.0)
 
         saving_text = mean_sd(savings, "{:.2f}") + "x" if savings else "-"
         if savings and len(savings) < len(reach):
@@ -857,9 +858,9 @@ def summarise(runs: list[dict[str, Any]], reference: str) -> list[str]:
         for arm in refitted:
             after = [by[(arm, s)]["after_refit"] for s in seeds if (arm, s) in by]
             cells = [
-                _mean_sd([a["accuracy"] for a in after]) + " %",
-                _mean_sd([np.mean(list(a["f1"].values())) for a in after]) + " %",
-                *(_mean_sd([a["recall"][c] or 0 for a in after]) for c in classes),
+                mean_sd([a["accuracy"] for a in after], scale=100) + " %",
+                mean_sd([np.mean(list(a["f1"].values())) for a in after], scale=100) + " %",
+                *(mean_sd([a["recall"][c] or 0 for a in after], scale=100) for c in classes),
             ]
             lines.append(f"| {arm} | {' | '.join(cells)} |")
     lines.append("")

@@ -33,7 +33,6 @@ Only the classes and ambiguity flags of the pool enter (no image is read by the 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -41,15 +40,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import f1_score, recall_score
 from tqdm import tqdm
 
 from bench import markdown_table
-from ml.consensus import Votes, dawid_skene, temper_prior
+from bench.campaign import POOLS
+from bench.paper_benchmark import parse_seeds, shared_data
+from ml.consensus import Votes, dawid_skene, majority, temper_prior
 from ml.crowd import CampaignVotes, CrowdConfig, GoldSchedule, make_crowd, simulate_campaign
+from ml.datasets import DatasetError, open_catalogue
+from ml.guard import mean_interval
 
-ROOT = Path(__file__).resolve().parent.parent
-#: Error multipliers of the replay's volunteers per class (bench/campaign.py's pools).
-DIFFICULTY = {"FRI": 1.3, "FRII": 0.7, "hybrid": 1.5, "compact": 0.5, "bent": 1.5}
+#: Error multipliers of the replay's volunteers per class (bench/campaign.py's pools); 1 for others.
+DIFFICULTY = {c: d for pool in POOLS.values() for c, d in zip(pool.classes, pool.difficulty, strict=True)}
 TRUE_WORDS = {"1", "true", "yes", "y", "t"}
 FALSE_WORDS = {"0", "false", "no", "n", "f", ""}
 
@@ -64,24 +67,22 @@ class LabelledPool:
 
 def read_labels_csv(path: Path) -> LabelledPool:
     """A pool from a CSV with a ``label`` column and an optional ``ambiguous`` column (true/false)."""
+    labels, flags = [], []
     try:
-        handle = path.open(newline="")
-    except OSError as exc:
-        raise SystemExit(f"{path}: cannot read: {exc.strerror}") from None
-    with handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or "label" not in reader.fieldnames:
-            raise SystemExit(f"{path}: needs a 'label' column, found {reader.fieldnames}")
-        labels, flags = [], []
-        for line, row in enumerate(reader, start=2):
-            label = (row.get("label") or "").strip()
-            if not label:
-                raise SystemExit(f"{path}, line {line}: empty label")
-            flag = (row.get("ambiguous") or "").strip().lower()
-            if flag not in TRUE_WORDS | FALSE_WORDS:
-                raise SystemExit(f"{path}, line {line}: ambiguous must be true or false, got {flag!r}")
-            labels.append(label)
-            flags.append(flag in TRUE_WORDS)
+        with open_catalogue(path) as (reader, columns):
+            if "label" not in columns:
+                raise SystemExit(f"{path}: needs a 'label' column, found {reader.fieldnames}")
+            for row in reader:
+                label = (row.get(columns["label"]) or "").strip()
+                if not label:
+                    raise SystemExit(f"{path}, line {reader.line_num}: empty label")
+                flag = (row.get(columns["ambiguous"]) or "").strip().lower() if "ambiguous" in columns else ""
+                if flag not in TRUE_WORDS | FALSE_WORDS:
+                    raise SystemExit(f"{path}, line {reader.line_num}: ambiguous must be true or false, got {flag!r}")
+                labels.append(label)
+                flags.append(flag in TRUE_WORDS)
+    except DatasetError as exc:
+        raise SystemExit(str(exc)) from None
     classes = tuple(sorted(set(labels)))
     if len(classes) < 2:
         raise SystemExit(f"{path}: needs at least two classes, found {classes}")
@@ -94,32 +95,26 @@ def read_pool(args: argparse.Namespace) -> LabelledPool:
 
     if args.labels is not None:
         return read_labels_csv(args.labels)
+    classes = POOLS[args.pool].classes
     if args.pool == "mirabest":
-        path = args.data or args.shared / "mirabest" / "MiraBest_F_batches.tar.gz"
+        path = args.data or args.shared / POOLS["mirabest"].default_path
         records = list(read_mirabest(path))
-        classes = ("FRI", "FRII", "hybrid")
         # As the replay: MiraBest's "uncertain" flag (2nd code digit 1) and every hybrid are ambiguous.
         flags = [(r.label_code or "")[1:2] == "1" or r.label == "hybrid" for r in records]
     else:
         records = list(read_griese(args.data))
-        classes = ("FRI", "FRII", "compact", "bent")
         flags = [False] * len(records)
     keep = [i for i, r in enumerate(records) if r.label in classes]
     truth = np.array([classes.index(str(records[i].label)) for i in keep])
     return LabelledPool(args.pool, classes, truth, np.array([flags[i] for i in keep], dtype=bool))
 
 
-def majority_labels(votes: CampaignVotes, n: int, n_classes: int) -> np.ndarray:
-    """Each subject's most common answer; ties go to the class voted first."""
-    counts = np.zeros((n, n_classes))
-    np.add.at(counts, (votes.subjects, votes.labels), 1.0)
-    first = np.full((n, n_classes), np.inf)
-    order = np.arange(len(votes.subjects), dtype=float)
-    np.minimum.at(first, (votes.subjects, votes.labels), order)
-    # Most votes, then the earliest first vote among the tied classes.
-    best = counts.max(axis=1, keepdims=True)
-    tied_first = np.where(counts == best, first, np.inf)
-    return np.argmin(tied_first, axis=1)
+def majority_labels(votes: CampaignVotes, n: int) -> np.ndarray:
+    """Each subject's majority (:func:`ml.consensus.majority`: ties to the class voted first); 0 if unvoted."""
+    answers: list[list[str]] = [[] for _ in range(n)]
+    for subject, label in zip(votes.subjects.tolist(), votes.labels.tolist(), strict=True):
+        answers[subject].append(str(label))
+    return np.array([int(majority(these)[0]) if these else 0 for these in answers])
 
 
 Rule = Callable[[CampaignVotes, np.ndarray, int, int], np.ndarray]
@@ -139,7 +134,7 @@ def _ds(strength: float, uniform: bool, in_fit: bool = False) -> Rule:
 
 
 RULES: dict[str, Rule] = {
-    "majority": lambda votes, known, n, c: majority_labels(votes, n, c),
+    "majority": lambda votes, known, n, c: majority_labels(votes, n),
     "ds": _ds(1.0, uniform=False),
     "ds-balanced": _ds(0.0, uniform=False),
     "ds-uniform": _ds(1.0, uniform=True),
@@ -163,16 +158,13 @@ def rule_named(name: str) -> Rule:
 
 
 def score(guess: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[str, object]:
-    recall = [float(np.mean(guess[truth == k] == k)) if np.any(truth == k) else float("nan") for k in range(n_classes)]
-    f1 = []
-    for k in range(n_classes):
-        hits = float(np.sum((guess == k) & (truth == k)))
-        called, actual = float(np.sum(guess == k)), float(np.sum(truth == k))
-        f1.append(2 * hits / (called + actual) if called + actual else float("nan"))
+    labels = list(range(n_classes))
+    recall = recall_score(truth, guess, labels=labels, average=None, zero_division=0).tolist()
+    f1 = f1_score(truth, guess, labels=labels, average=None, zero_division=0).tolist()
     return {
         "accuracy": float(np.mean(guess == truth)),
-        "balanced": float(np.nanmean(recall)),
-        "macro_f1": float(np.nanmean(f1)),
+        "balanced": float(np.mean(recall)),
+        "macro_f1": float(np.mean(f1)),
         "recall": recall,
         "f1": f1,
     }
@@ -207,17 +199,6 @@ def one_crowd(pool: LabelledPool, seed: int, args: argparse.Namespace, rules: Se
     return result
 
 
-def interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return float(x.mean()), float(x.mean() - half), float(x.mean() + half)
-
-
 def summarise(pool: LabelledPool, results: list[dict], rules: Sequence[str], reference: str) -> str:
     header = ["rule", "accuracy", "balanced accuracy", "macro F1", *[f"recall {c}" for c in pool.classes],
               f"accuracy - {reference}", f"balanced - {reference}", f"macro F1 - {reference}"]  # fmt: skip
@@ -234,18 +215,10 @@ def summarise(pool: LabelledPool, results: list[dict], rules: Sequence[str], ref
                 row.append("-")
                 continue
             diff = [(r[name][metric] - r[reference][metric]) * 100 for r in results]
-            mean, low, high = interval(diff)
+            mean, low, high = mean_interval(np.asarray(diff))
             row.append(f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]")
         rows.append(row)
     return markdown_table(header, rows)
-
-
-def parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        seeds += list(range(int(low), int(high) + 1)) if high else [int(low)]
-    return seeds
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -253,7 +226,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool", choices=("mirabest", "griese"), default="mirabest")
     parser.add_argument("--data", type=Path, help="the pool's file (default: under --shared; griese: the package's)")
     parser.add_argument("--labels", type=Path, help="instead of --pool: a CSV with label[,ambiguous] columns")
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--shared", type=Path, default=shared_data(), help="the shared data folder [RGZ_SHARED_DATA]")
     parser.add_argument("--seeds", default="0-19", help="crowd seeds, e.g. 0-19 or 0,3,5")
     parser.add_argument("--rules", default=",".join(RULES), help=f"of {', '.join(RULES)}, ds-prior:S (S in [0, 1])")
     parser.add_argument("--reference", default="ds", help="the rule the others are paired against")

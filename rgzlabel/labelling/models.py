@@ -91,21 +91,18 @@ class Workflow(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def class_prior(self, strength: float | None = None):
-        """The consensus's class prior over :attr:`class_keys` at ``strength`` (default: the workflow's).
-
-        The fitted prior of the last refit raised to the strength and renormalised; uniform
-        before any refit (or for a class the refit did not see).
-        """
+    def class_prior(self):
+        """The consensus's class prior over :attr:`class_keys`: the last refit's raised to
+        ``consensus_prior_strength`` and renormalised; uniform before any refit (or for a class
+        the refit did not see)."""
         import numpy as np
 
         keys = self.class_keys
-        weight = self.consensus_prior_strength if strength is None else strength
         fitted = self.consensus_class_prior or {}
         prior = np.array([float(fitted.get(k, 0.0)) for k in keys])
-        if len(keys) == 0 or np.any(prior <= 0) or weight == 0:
+        if len(keys) == 0 or np.any(prior <= 0):
             return np.full(len(keys), 1.0 / max(1, len(keys)))
-        prior = prior**weight
+        prior = prior**self.consensus_prior_strength
         return prior / prior.sum()
 
     @property

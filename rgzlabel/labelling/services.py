@@ -1058,10 +1058,10 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
         n_classes=len(keys),
     )
     known = np.array([keys.index(gold[s]) if s in gold else -1 for s in source_ids])
-    post, confusions, fitted_prior = dawid_skene(votes, known=known)
+    fitted, confusions, fitted_prior = dawid_skene(votes, known=known)
     # The decision weighs the fitted prior at the workflow's strength (the refit's posterior
     # carries it whole), as a vote's own consensus does with the prior stored here.
-    post = temper_prior(post, fitted_prior, workflow.consensus_prior_strength)
+    post = temper_prior(fitted, fitted_prior, workflow.consensus_prior_strength)
     workflow.consensus_class_prior = {key: round(float(p), 6) for key, p in zip(keys, fitted_prior, strict=True)}
     Workflow.objects.filter(pk=workflow.pk).update(consensus_class_prior=workflow.consensus_class_prior)
     voted = sorted({r[0] for r in rows if not r[3]} - set(gold))
@@ -1079,12 +1079,16 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
                 matrix = confusions[v_index[profile.user_id]].round(4).tolist()
                 profile.confusion = {**profile.confusion, workflow.slug: matrix}
             VolunteerProfile.objects.bulk_update(profiles, ["confusion"])
+    retired = []  # rows of the subjects retired by their votes, for the campaign's curve
     for start in range(0, len(voted), CONSENSUS_WRITE_BATCH):
         subjects = list(
             Subject.objects.filter(workflow=workflow, source_id__in=voted[start : start + CONSENSUS_WRITE_BATCH])
-            .only("id", "source_id", "weighted_label")
+            .only("id", "source_id", "weighted_label", "retired_at", "retire_reason")
             .order_by("id")
         )
+        retired += [
+            s_index[s.source_id] for s in subjects if s.retired_at is not None and s.retire_reason not in NOT_BY_VOTES
+        ]
         for subject in subjects:
             row = post[s_index[subject.source_id]]
             label = keys[int(np.argmax(row))]
@@ -1093,7 +1097,7 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
         with transaction.atomic():
             Subject.objects.bulk_update(subjects, ["weighted_label", "weighted_confidence"])
     report.subjects, report.volunteers = len(voted), len(volunteer_ids)
-    record_consensus_snapshot(workflow, rows, gold, post, s_index)
+    record_consensus_snapshot(workflow, rows, gold, fitted[retired], post[retired])
     return report
 
 
@@ -1101,27 +1105,25 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
 NOT_BY_VOTES = ("gold", "field guide", MACHINE_ASSISTED_REASON)
 
 
-def record_consensus_snapshot(workflow: Workflow, rows, gold: dict[int, str], post, s_index: dict[int, int]):
-    """One point of the live campaign's curve (:class:`ConsensusSnapshot`) from a refit's posteriors."""
+def record_consensus_snapshot(workflow: Workflow, rows, gold: dict[int, str], fitted, decided):
+    """One point of the live campaign's curve (:class:`ConsensusSnapshot`).
+
+    ``fitted`` and ``decided`` are the retired subjects' posteriors as Dawid-Skene fitted them
+    and at the workflow's prior strength: the label is ``decided``'s best class, and the
+    model's own estimate that it is right is ``fitted``'s probability of that class.
+    """
     import numpy as np
 
     keys = workflow.class_keys
-    retired = list(
-        Subject.objects.filter(workflow=workflow, retired_at__isnull=False, source_id__in=list(s_index))
-        .exclude(retire_reason__in=NOT_BY_VOTES)
-        .exclude(source_id__in=list(gold))
-        .values_list("source_id", flat=True)
-    )
-    chosen = post[[s_index[s] for s in retired]] if retired else np.zeros((0, len(keys)))
-    counts = np.bincount(chosen.argmax(axis=1), minlength=len(keys)) if len(chosen) else np.zeros(len(keys), int)
+    labels = decided.argmax(axis=1)
     answers = [(source_id, label) for source_id, _, label, is_gold in rows if is_gold and source_id in gold]
     return ConsensusSnapshot.objects.create(
         workflow=workflow,
         n_votes=len(rows),
-        n_retired=len(retired),
-        estimated_accuracy=float(chosen.max(axis=1).mean()) if len(chosen) else None,
+        n_retired=len(labels),
+        estimated_accuracy=float(fitted[np.arange(len(labels)), labels].mean()) if len(labels) else None,
         gold_accuracy=(sum(label == gold[s] for s, label in answers) / len(answers)) if answers else None,
-        class_counts={key: int(n) for key, n in zip(keys, counts, strict=True)},
+        class_counts={key: int(n) for key, n in zip(keys, np.bincount(labels, minlength=len(keys)), strict=True)},
         prior_strength=workflow.consensus_prior_strength,
     )
 
