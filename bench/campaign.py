@@ -20,7 +20,10 @@ Arms, on the same volunteers and seeds (``--arms``):
   random order (same volunteers' skills, same gold). Its saving against ``a5`` must come out
   at 1.0x within its interval, or the saving statistic credits arms with chance;
 * ``b@S`` / ``c@S``: with the workflow's consensus prior at strength S (``b@1``: the consensus
-  shipped before 2026-12-05, the most probable class).
+  shipped before 2026-12-05, the most probable class);
+* ``b+RULE`` / ``c+RULE``: with another retirement rule (:class:`ml.retirement.RetirementRule`):
+  ``b+fixed:5`` (every subject after 5 votes: the rule shipped before 2026-12-06),
+  ``b+margin:3/9`` (a class leads by 3 votes, else 9), ``b+agree:3/5``.
 
 Metric: catalogue accuracy over the pool (gold sources left out: their labels are given),
 each source labelled by its retired consensus, else the active classifier's prediction,
@@ -64,6 +67,7 @@ import numpy as np
 
 from bench.load_labelling import loopback_production_env
 from ml.crowd import Crowd, CrowdConfig, make_crowd
+from ml.retirement import RetirementRule
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,6 +98,7 @@ class Arm:
     #: 0: the seed's own crowd answers and queue order; 1: an independent stream (the null arm).
     stream: int = 0
     prior_strength: float | None = None  # Workflow.consensus_prior_strength; None: the product's default
+    retire: RetirementRule | None = None  # the workflow's retirement rule; None: the product's default
 
 
 #: How far apart the seeds of an arm's independent streams are (crowd answers, queue order).
@@ -101,9 +106,19 @@ STREAM_OFFSET = 10_000
 
 
 def parse_arm(name: str) -> Arm:
-    """``a<N>``, ``b`` or ``c``; ``b`` and ``c`` take an optional ``:threshold`` of machine assistance
-    and an optional ``@strength`` of the consensus's class prior (e.g. ``b@1``, ``b:0.9@0.5``)."""
-    rest, _, strength_text = name.partition("@")
+    """``a<N>``, ``b`` or ``c``; ``b`` and ``c`` take an optional ``:threshold`` of machine assistance,
+    an optional ``@strength`` of the consensus's class prior and an optional ``+rule`` of retirement
+    (e.g. ``b@1``, ``b:0.9@0.5``, ``b+fixed:5``)."""
+    head, plus, retire_text = name.partition("+")
+    retire = None
+    if plus:
+        try:
+            retire = RetirementRule.parse(retire_text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"arm {name!r}: {exc}") from None
+        if not head.startswith(("b", "c")):
+            raise argparse.ArgumentTypeError(f"arm {name!r}: only b and c take a retirement rule (a<N> is fixed)")
+    rest, _, strength_text = head.partition("@")
     kind, _, threshold = rest.partition(":")
     try:
         assist = float(threshold) if threshold else None
@@ -127,10 +142,11 @@ def parse_arm(name: str) -> Arm:
             majority_only=False,
             assist=assist,
             prior_strength=strength,
+            retire=retire,
         )
     raise argparse.ArgumentTypeError(
         f"unknown arm {name!r}: a<N> (e.g. a5, a20), a<N>n (null), b, c, b:0.9 (machine assistance), "
-        "b@1 (consensus prior strength)"
+        "b@1 (consensus prior strength), b+fixed:5 (retirement rule)"
     )
 
 
@@ -270,7 +286,11 @@ def configure(pool: Pool, arm: Arm, seed: int, *, gold_per_class: int, retrain_e
         {"key": "unsure", "label": "Not sure / other", "help": ""}
     ]
     if arm.retire_after:
-        workflow.retire_after = arm.retire_after
+        # The Zooniverse way: a fixed count, nothing earlier.
+        workflow.retire_after, workflow.retire_on_agreement, workflow.retire_on_margin = arm.retire_after, 0, 0
+    if arm.retire is not None:
+        workflow.retire_after = arm.retire.retire_after
+        workflow.retire_on_agreement, workflow.retire_on_margin = arm.retire.agreement, arm.retire.margin
     if not arm.learning:
         # No classifier to assist, and no policy whose choices an audit sample must check.
         workflow.machine_retire_confidence = 0.0
@@ -945,7 +965,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--arms",
         default="a5,a20,b,c",
         help="comma-separated: a<N> (random order, retire after N votes, majority), b, c; b:T / c:T with machine "
-        "assistance at threshold T (b and c alone: the product's default)",
+        "assistance at threshold T, b@S with the consensus prior at strength S, b+RULE with the retirement rule "
+        "RULE (fixed:N, margin:K/N, agree:K/N) (b and c alone: the product's defaults)",
     )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--checkpoint", type=Path, help="an encoder checkpoint for arms b and c (default: pixel PCA)")

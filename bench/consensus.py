@@ -18,14 +18,23 @@ gold schedule), many crowds per pool in seconds:
   ``Workflow.consensus_prior_strength``.
 
 Each rule sees the same votes; the differences are paired by crowd seed. Scored: every
-retired non-gold subject. Balanced accuracy is the mean of the per-class recalls, the figure
-that does not let a rare class vanish.
+non-gold subject. Balanced accuracy is the mean of the per-class recalls, the figure that does
+not let a rare class vanish.
+
+``--retire`` compares retirement rules too (:class:`ml.retirement.RetirementRule`, the rule a
+vote applies in the product): each rule runs its own campaign with the same crowd, and the
+table gives its votes (gold answers included), the saving against the reference rule (paired
+by crowd: the geometric mean of the ratios with a 95 % t-interval on their logs) and every
+consensus rule's scores on its votes. ``fixed:5`` is the default; ``fixed:20`` is Radio Galaxy
+Zoo's count for extended sources; ``margin:K/N`` and ``agree:K/N`` stop early.
 
 Run::
 
     .venv/bin/python -m bench.consensus --pool mirabest --seeds 0-19
     .venv/bin/python -m bench.consensus --pool griese --seeds 0-19
     .venv/bin/python -m bench.consensus --labels my_survey.csv --seeds 0-19   # label[,ambiguous] columns
+    .venv/bin/python -m bench.consensus --pool mirabest --rules majority,ds-prior:0.25 \
+        --retire fixed:5,fixed:20,margin:3/9,agree:3/5
 
 Only the classes and ambiguity flags of the pool enter (no image is read by the rules).
 """
@@ -44,12 +53,13 @@ from sklearn.metrics import f1_score, recall_score
 from tqdm import tqdm
 
 from bench import markdown_table
-from bench.campaign import POOLS
+from bench.campaign import POOLS, saving_interval
 from bench.paper_benchmark import parse_seeds, shared_data
 from ml.consensus import Votes, dawid_skene, majority, temper_prior
 from ml.crowd import CampaignVotes, CrowdConfig, GoldSchedule, make_crowd, simulate_campaign
 from ml.datasets import DatasetError, open_catalogue
 from ml.guard import mean_interval
+from ml.retirement import RetirementRule
 
 #: Error multipliers of the replay's volunteers per class (bench/campaign.py's pools); 1 for others.
 DIFFICULTY = {c: d for pool in POOLS.values() for c, d in zip(pool.classes, pool.difficulty, strict=True)}
@@ -170,54 +180,90 @@ def score(guess: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[str, obj
     }
 
 
-def one_crowd(pool: LabelledPool, seed: int, args: argparse.Namespace, rules: Sequence[str]) -> dict[str, object]:
-    c = len(pool.classes)
+def gold_sources(pool: LabelledPool, seed: int, per_class: int) -> np.ndarray:
+    """The crowd's gold subjects: ``per_class`` of each class, drawn from the seed."""
     rng = np.random.default_rng([seed, 3])
-    gold_ids = np.concatenate(
+    return np.concatenate(
         [
             rng.choice(
-                np.flatnonzero(pool.truth == k),
-                size=min(args.gold_per_class, int(np.sum(pool.truth == k))),
-                replace=False,
+                np.flatnonzero(pool.truth == k), size=min(per_class, int(np.sum(pool.truth == k))), replace=False
             )
-            for k in range(c)
-        ]  # fmt: skip
+            for k in range(len(pool.classes))
+        ]
     )
+
+
+def one_crowd(
+    pool: LabelledPool,
+    seed: int,
+    args: argparse.Namespace,
+    rules: Sequence[str],
+    retirements: Sequence[RetirementRule] | None = None,
+) -> dict[str, object]:
+    """Every retirement rule's campaign with one crowd (the same volunteers, answers drawn per campaign),
+    each scored by every consensus rule over all non-gold subjects."""
+    c = len(pool.classes)
+    gold_ids = gold_sources(pool, seed, args.gold_per_class)
     config = CrowdConfig(
         n_volunteers=args.crowd, class_difficulty=tuple(DIFFICULTY.get(name, 1.0) for name in pool.classes)
     )
     crowd = make_crowd(config, c, seed)
-    votes = simulate_campaign(crowd, pool.truth, pool.ambiguous, gold_ids, retire_after=args.retire_after,
-                              gold=GoldSchedule(), seed=seed)  # fmt: skip
     known = np.full(len(pool.truth), -1)
     known[gold_ids] = pool.truth[gold_ids]
-    scored = np.flatnonzero(votes.retired)
-    result: dict[str, object] = {"seed": seed, "votes": len(votes.subjects), "scored": len(scored)}
-    for name in rules:
-        guess = rule_named(name)(votes, known, len(pool.truth), c)
-        result[name] = score(guess[scored], pool.truth[scored], c)
+    scored = np.setdiff1d(np.arange(len(pool.truth)), gold_ids)
+    result: dict[str, object] = {"seed": seed, "scored": len(scored)}
+    for retire in retirements or [RetirementRule(retire_after=args.retire_after)]:
+        votes = simulate_campaign(crowd, pool.truth, pool.ambiguous, gold_ids, retire_after=retire,
+                                  gold=GoldSchedule(), seed=seed)  # fmt: skip
+        campaign: dict[str, object] = {
+            "votes": len(votes.subjects),
+            "subject_votes": int((~votes.gold).sum()),
+            "retired": int(votes.retired.sum()),
+        }
+        for name in rules:
+            guess = rule_named(name)(votes, known, len(pool.truth), c)
+            campaign[name] = score(guess[scored], pool.truth[scored], c)
+        result[retire.name] = campaign
     return result
 
 
-def summarise(pool: LabelledPool, results: list[dict], rules: Sequence[str], reference: str) -> str:
-    header = ["rule", "accuracy", "balanced accuracy", "macro F1", *[f"recall {c}" for c in pool.classes],
-              f"accuracy - {reference}", f"balanced - {reference}", f"macro F1 - {reference}"]  # fmt: skip
+def summarise(
+    pool: LabelledPool,
+    results: list[dict],
+    retirements: Sequence[str],
+    rules: Sequence[str],
+    reference: tuple[str, str],
+) -> str:
+    """One row per (retirement rule, consensus rule), paired by crowd against ``reference``."""
+    ref_retire, ref_rule = reference
+    header = ["retirement", "rule", "votes", "votes per subject", "retired", "accuracy", "balanced accuracy",
+              "macro F1", *[f"recall {c}" for c in pool.classes], "votes saved",
+              f"accuracy - {ref_retire} {ref_rule}", "balanced - ref.", "macro F1 - ref."]  # fmt: skip
     rows = []
-    for name in rules:
-        acc = [r[name]["accuracy"] * 100 for r in results]
-        bal = [r[name]["balanced"] * 100 for r in results]
-        f1 = [r[name]["macro_f1"] * 100 for r in results]
-        recalls = np.array([r[name]["recall"] for r in results]) * 100
-        row = [name] + [f"{np.mean(x):.1f} +- {np.std(x):.1f} %" for x in (acc, bal, f1)]
-        row += [f"{recalls[:, k].mean():.1f} +- {recalls[:, k].std():.1f}" for k in range(len(pool.classes))]
-        for metric in ("accuracy", "balanced", "macro_f1"):
-            if name == reference:
-                row.append("-")
-                continue
-            diff = [(r[name][metric] - r[reference][metric]) * 100 for r in results]
-            mean, low, high = mean_interval(np.asarray(diff))
-            row.append(f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]")
-        rows.append(row)
+    for retire in retirements:
+        campaigns = [r[retire] for r in results]
+        votes = np.array([c["votes"] for c in campaigns], dtype=float)
+        per_subject = [c["subject_votes"] / r["scored"] for c, r in zip(campaigns, results, strict=True)]
+        retired = [100 * c["retired"] / r["scored"] for c, r in zip(campaigns, results, strict=True)]
+        ref_votes = np.array([r[ref_retire]["votes"] for r in results], dtype=float)
+        saved = "-" if retire == ref_retire else "{:.2f}x [{:.2f}, {:.2f}]".format(*saving_interval(ref_votes / votes))
+        for name in rules:
+            acc = [c[name]["accuracy"] * 100 for c in campaigns]
+            bal = [c[name]["balanced"] * 100 for c in campaigns]
+            f1 = [c[name]["macro_f1"] * 100 for c in campaigns]
+            recalls = np.array([c[name]["recall"] for c in campaigns]) * 100
+            row = [retire, name, f"{votes.mean():.0f}", f"{np.mean(per_subject):.2f}", f"{np.mean(retired):.1f} %"]
+            row += [f"{np.mean(x):.1f} +- {np.std(x):.1f} %" for x in (acc, bal, f1)]
+            row += [f"{recalls[:, k].mean():.1f} +- {recalls[:, k].std():.1f}" for k in range(len(pool.classes))]
+            row.append(saved)
+            for metric in ("accuracy", "balanced", "macro_f1"):
+                if (retire, name) == reference:
+                    row.append("-")
+                    continue
+                diff = [(r[retire][name][metric] - r[ref_retire][ref_rule][metric]) * 100 for r in results]
+                mean, low, high = mean_interval(np.asarray(diff))
+                row.append(f"{mean:+.1f} [{low:+.1f}, {high:+.1f}]")
+            rows.append(row)
     return markdown_table(header, rows)
 
 
@@ -229,8 +275,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shared", type=Path, default=shared_data(), help="the shared data folder [RGZ_SHARED_DATA]")
     parser.add_argument("--seeds", default="0-19", help="crowd seeds, e.g. 0-19 or 0,3,5")
     parser.add_argument("--rules", default=",".join(RULES), help=f"of {', '.join(RULES)}, ds-prior:S (S in [0, 1])")
-    parser.add_argument("--reference", default="ds", help="the rule the others are paired against")
-    parser.add_argument("--retire-after", type=int, default=5)
+    parser.add_argument(
+        "--reference", help="the rule the others are paired against (default: ds if compared, else the first)"
+    )
+    parser.add_argument("--retire-after", type=int, default=5, help="the retirement rule when --retire is not given")
+    parser.add_argument(
+        "--retire",
+        help="comma-separated retirement rules to compare, each a campaign of its own: fixed:N, agree:K/N "
+        "(the first K votes agree, else N votes), margin:K/N (a class leads every other by K votes, else N)",
+    )
+    parser.add_argument(
+        "--reference-retire", help="the retirement rule the others are paired against (default: the first)"
+    )
     parser.add_argument("--gold-per-class", type=int, default=10)
     parser.add_argument("--crowd", type=int, default=1500, help="volunteers who may arrive")
     parser.add_argument("--out", type=Path, help="write every crowd's scores to this JSON file")
@@ -241,8 +297,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             rule_named(name)
         except ValueError as exc:
             parser.error(f"--rules: {exc}")
+    if args.reference is None and args.rule_list:
+        args.reference = "ds" if "ds" in args.rule_list else args.rule_list[0]
     if args.reference not in args.rule_list:
         parser.error(f"--rules must include the --reference rule {args.reference!r}")
+    try:
+        texts = args.retire.split(",") if args.retire else [f"fixed:{args.retire_after}"]
+        args.retire_list = [RetirementRule.parse(text) for text in texts if text.strip()]
+    except ValueError as exc:
+        parser.error(f"--retire: {exc}")
+    names = [rule.name for rule in args.retire_list]
+    args.reference_retire = RetirementRule.parse(args.reference_retire).name if args.reference_retire else names[0]
+    if args.reference_retire not in names:
+        parser.error(f"--retire must include the --reference-retire rule {args.reference_retire!r}")
     try:
         args.seed_list = parse_seeds(args.seeds)
     except ValueError:
@@ -255,11 +322,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     pool = read_pool(args)
     print(f"{pool.name}: {len(pool.truth)} sources, classes {', '.join(pool.classes)} "
           f"({', '.join(str(int(np.sum(pool.truth == k))) for k in range(len(pool.classes)))}), "
-          f"{int(pool.ambiguous.sum())} ambiguous; retire after {args.retire_after}", flush=True)  # fmt: skip
-    results = [one_crowd(pool, seed, args, args.rule_list) for seed in tqdm(args.seed_list, desc="crowds")]
-    votes = [r["votes"] for r in results]
-    print(f"{len(results)} crowds, {np.mean(votes):.0f} votes each on average")
-    print(summarise(pool, results, args.rule_list, args.reference))
+          f"{int(pool.ambiguous.sum())} ambiguous", flush=True)  # fmt: skip
+    results = [
+        one_crowd(pool, seed, args, args.rule_list, args.retire_list) for seed in tqdm(args.seed_list, desc="crowds")
+    ]
+    names = [rule.name for rule in args.retire_list]
+    print(f"{len(results)} crowds; votes counted with gold answers; scored: every non-gold subject")
+    print(summarise(pool, results, names, args.rule_list, (args.reference_retire, args.reference)))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"pool": pool.name, "classes": pool.classes, "results": results}, indent=1))

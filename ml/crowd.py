@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ml.retirement import RetirementRule
 from ml.simulation import VolunteerModel, volunteer_confusions
 
 
@@ -128,12 +129,12 @@ class GoldSchedule:
 
 @dataclass(frozen=True)
 class CampaignVotes:
-    """Every vote of a simulated fixed-retirement campaign, in the order given.
+    """Every vote of a simulated campaign, in the order given.
 
     Attributes:
         subjects, volunteers, labels: int arrays, one entry per vote.
         gold: bool per vote: an answer to a gold source.
-        retired: bool (n,) subjects that reached the retirement count.
+        retired: bool (n,) subjects that the retirement rule retired.
     """
 
     subjects: np.ndarray
@@ -149,11 +150,12 @@ def simulate_campaign(
     ambiguous: np.ndarray,
     gold_ids: np.ndarray,
     *,
-    retire_after: int,
+    retire_after: int | RetirementRule,
     gold: GoldSchedule | None = None,
     seed: int = 0,
 ) -> CampaignVotes:
-    """The votes of a campaign that retires a subject after ``retire_after`` votes.
+    """The votes of a campaign that retires a subject after ``retire_after`` votes (or by a
+    :class:`ml.retirement.RetirementRule`: early on agreement or margin, at most its ``retire_after``).
 
     Volunteers arrive one after another and each labels their quota: the open subject with
     the fewest votes they have not seen (random among ties, as the product's unranked queue),
@@ -166,8 +168,7 @@ def simulate_campaign(
     n = len(truth)
     if len(ambiguous) != n:
         raise ValueError(f"truth has {n} entries, ambiguous {len(ambiguous)}")
-    if retire_after < 1:
-        raise ValueError("retire_after must be at least 1")
+    rule = retire_after if isinstance(retire_after, RetirementRule) else RetirementRule(retire_after=retire_after)
     schedule = gold or GoldSchedule()
     rng = np.random.default_rng([seed, 2])
     is_gold = np.zeros(n, dtype=bool)
@@ -176,7 +177,10 @@ def simulate_campaign(
     counts = np.zeros(n, dtype=np.int64)
     # Open subjects by vote count; each bucket in random order, so taking the first unseen one
     # is a random choice among the fewest-voted.
-    buckets: list[list[int]] = [rng.permutation(np.flatnonzero(~is_gold)).tolist()] + [[] for _ in range(retire_after)]
+    cap = rule.retire_after
+    buckets: list[list[int]] = [rng.permutation(np.flatnonzero(~is_gold)).tolist()] + [[] for _ in range(cap)]
+    answered: list[list[int]] = [[] for _ in range(n)]
+    retired = np.zeros(n, dtype=bool)
     subjects: list[int] = []
     volunteers: list[int] = []
     labels: list[int] = []
@@ -210,7 +214,9 @@ def simulate_campaign(
                 continue
             buckets[counts[subject]].remove(subject)
             counts[subject] += 1
-            if counts[subject] >= retire_after:
+            answered[subject].append(answer)
+            if rule.reason(answered[subject]):
+                retired[subject] = True
                 open_left -= 1
             else:
                 # A newly promoted subject goes to a random place in its bucket (random among ties).
@@ -221,5 +227,5 @@ def simulate_campaign(
         volunteers=np.asarray(volunteers, dtype=np.int64),
         labels=np.asarray(labels, dtype=np.int64),
         gold=np.asarray(gold_votes, dtype=bool),
-        retired=(counts >= retire_after) & ~is_gold,
+        retired=retired,
     )

@@ -320,7 +320,12 @@ RGZ_INGEST_ROOTS = env_list("RGZ_INGEST_ROOTS", [str(SHARED_DATA_DIR), str(DATA_
 # The active-learning simulation whose random-sampling curve the dashboard shows (bench.al_simulation).
 RGZ_SIMULATION_CURVES = env_str("RGZ_SIMULATION_CURVES", str(BASE_DIR / "docs" / "al_simulation_encoder.json"))
 RGZ_CROSSMATCH_RADIUS_ARCSEC = env_float("RGZ_CROSSMATCH_RADIUS_ARCSEC", 10.0, minimum=0.0)
-RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 5, minimum=1)
+# The default workflow's retirement: a subject retires as soon as one class leads every other by
+# RGZ_RETIRE_ON_MARGIN votes (0: never early), and after RGZ_RETIRE_AFTER votes in any case. 2 and 7
+# reached the catalogue quality of 5 fixed votes with 1.6-1.8x fewer votes on simulated campaigns
+# (docs/benchmarks.md, "Retirement rules").
+RGZ_RETIRE_AFTER = env_int("RGZ_RETIRE_AFTER", 7, minimum=1)
+RGZ_RETIRE_ON_MARGIN = env_int("RGZ_RETIRE_ON_MARGIN", 2, minimum=0)
 # Volunteers may start labelling before signing up (their votes stay theirs when they do).
 RGZ_ALLOW_GUESTS = env_bool("RGZ_ALLOW_GUESTS", True)
 # Votes one volunteer may cast per minute (0: no limit); stops scripted spam.

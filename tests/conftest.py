@@ -79,11 +79,13 @@ def blob_image(rng: np.random.Generator, size: int = 150, n_blobs: int = 2) -> n
 
 @pytest.fixture
 def workflow():
-    """The default labelling workflow (retire after 5 votes; gold mixing and random exploration
-    off unless a test sets them, so serving follows the stored priorities)."""
+    """The default labelling workflow, retiring after a fixed 5 votes (the margin rule off unless a
+    test sets it); gold mixing and random exploration off unless a test sets them, so serving follows
+    the stored priorities."""
     from rgzlabel.labelling.services import default_workflow
 
     workflow = default_workflow()
+    workflow.retire_after, workflow.retire_on_margin = 5, 0
     workflow.gold_rate_start = workflow.gold_rate_min = 0.0
     workflow.exploration_share = 0.0
     workflow.save()

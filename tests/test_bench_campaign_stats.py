@@ -65,6 +65,15 @@ def test_an_arm_can_set_the_consensus_prior_and_the_summary_gives_macro_f1() -> 
     assert row.split(" | ")[4] == "65.0 +- 7.1 %"  # macro F1 per run: 60 and 70
 
 
+def test_an_arm_can_set_the_retirement_rule_and_a_zooniverse_arm_cannot() -> None:
+    arm = parse_arm("b:0.9@1+margin:3/9")
+    assert (arm.assist, arm.prior_strength, arm.retire.margin, arm.retire.retire_after) == (0.9, 1.0, 3, 9)
+    assert parse_arm("c+fixed:5").retire.name == "fixed:5" and parse_arm("b").retire is None
+    for bad in ("a5+margin:3/9", "b+margin:3", "b+often"):
+        with pytest.raises(Exception, match="arm"):
+            parse_arm(bad)
+
+
 def test_the_pacer_spaces_answers_across_volunteers_and_unpaced_never_waits() -> None:
     from bench.campaign import Pacer
 

@@ -11,13 +11,13 @@ import pytest
 from bench import consensus
 
 
-def write_pool(path: Path, n: int = 400, rare_share: float = 0.04, seed: int = 0) -> Path:
-    """Two common classes and a rare one; the rare sources and a fifth of the rest are ambiguous."""
+def write_pool(path: Path, n: int = 400, rare_share: float = 0.04, seed: int = 0, ambiguous_share: float = 0.2) -> Path:
+    """Two common classes and a rare one; the rare sources and a share of the rest are ambiguous."""
     rng = np.random.default_rng(seed)
     rows = ["label,ambiguous"]
     for i in range(n):
         label = "rare" if i < n * rare_share else ("common" if i % 2 else "usual")
-        ambiguous = label == "rare" or rng.random() < 0.2
+        ambiguous = label == "rare" or rng.random() < ambiguous_share
         rows.append(f"{label},{'true' if ambiguous else 'false'}")
     path.write_text("\n".join(rows) + "\n")
     return path
@@ -47,11 +47,38 @@ def test_the_full_prior_loses_the_rare_class_that_the_weakened_one_keeps(tmp_pat
     rare = saved["classes"].index("rare")
     results = saved["results"]
     assert len(results) == 6 and all(r["scored"] == 400 - 30 for r in results)  # 10 gold per class
-    recall = {name: np.mean([r[name]["recall"][rare] for r in results]) for name in ("ds", "ds-prior:0.25")}
+    campaigns = [r["fixed:5"] for r in results]  # the default retirement rule
+    recall = {name: np.mean([c[name]["recall"][rare] for c in campaigns]) for name in ("ds", "ds-prior:0.25")}
     assert recall["ds-prior:0.25"] > recall["ds"] + 0.05
     # Balanced accuracy is the mean of the recalls, as printed.
+    for c in campaigns:
+        assert c["ds"]["balanced"] == pytest.approx(np.mean(c["ds"]["recall"]))
+
+
+def test_a_margin_rule_spends_fewer_votes_than_a_fixed_count(tmp_path, capsys) -> None:
+    pool = write_pool(tmp_path / "pool.csv", n=300, ambiguous_share=0.05)
+    out = tmp_path / "scores.json"
+    args = ["--labels", str(pool), "--seeds", "0-3", "--rules", "majority", "--crowd", "600"]
+    assert consensus.main([*args, "--retire", "fixed:5,margin:3/9", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| margin:3/9 | majority |" in printed and "votes saved" in printed
+    results = json.loads(out.read_text())["results"]
     for r in results:
-        assert r["ds"]["balanced"] == pytest.approx(np.mean(r["ds"]["recall"]))
+        fixed, margin = r["fixed:5"], r["margin:3/9"]
+        assert fixed["retired"] == margin["retired"] == r["scored"]
+        assert fixed["subject_votes"] == 5 * r["scored"]
+        # Three agreeing votes retire most clear sources; split ones go on to up to nine.
+        assert 3 * r["scored"] < margin["subject_votes"] < fixed["subject_votes"]
+
+
+def test_the_reference_retirement_rule_must_be_compared(tmp_path, capsys) -> None:
+    pool = str(write_pool(tmp_path / "p.csv"))
+    with pytest.raises(SystemExit):
+        consensus.main(["--labels", pool, "--retire", "fixed:5,margin:3/9", "--reference-retire", "fixed:20"])
+    assert "--reference-retire" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        consensus.main(["--labels", pool, "--retire", "margin:0/9"])
+    assert "margin:K/N" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,22 @@ admin.site.login_form = ThrottledAdminAuthenticationForm
 
 @admin.register(Workflow)
 class WorkflowAdmin(admin.ModelAdmin):
-    list_display = ("name", "slug", "retire_after", "retire_on_agreement", "expert_workflow", "is_active")
+    list_display = (
+        "name", "slug", "retire_after", "retire_on_agreement", "retire_on_margin", "expert_workflow", "is_active"
+    )  # fmt: skip
     fieldsets = [
         (None, {"fields": ("name", "slug", "classes", "is_active", "experts_only")}),
         (
             "Retirement",
-            {"fields": ("retire_after", "retire_on_agreement", "disagreement_threshold", "expert_workflow")},
+            {
+                "fields": (
+                    "retire_after",
+                    "retire_on_agreement",
+                    "retire_on_margin",
+                    "disagreement_threshold",
+                    "expert_workflow",
+                )  # fmt: skip
+            },
         ),
         (
             "Machine-assisted retirement",

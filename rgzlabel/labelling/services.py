@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, JSONField
 from django.utils import timezone
 
+from ml.retirement import AGREEMENT, MARGIN, VOTE_COUNT
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling import rows
 from rgzlabel.labelling.models import (
@@ -74,7 +75,11 @@ class VoteOutcome:
 def default_workflow() -> Workflow:
     workflow, _ = Workflow.objects.get_or_create(
         slug=DEFAULT_WORKFLOW_SLUG,
-        defaults={"name": "Fanaroff-Riley morphology", "retire_after": settings.RGZ_RETIRE_AFTER},
+        defaults={
+            "name": "Fanaroff-Riley morphology",
+            "retire_after": settings.RGZ_RETIRE_AFTER,
+            "retire_on_margin": settings.RGZ_RETIRE_ON_MARGIN,
+        },
     )
     return workflow
 
@@ -660,13 +665,9 @@ def _votes_on(workflow: Workflow, source_id: int) -> list[tuple[str, dict | None
 
 
 def retirement_reason(workflow: Workflow, labels: list[str]) -> str:
-    """Why the votes so far (in order) retire a subject, or '' when they do not."""
-    agree = workflow.retire_on_agreement
-    if agree and len(labels) >= agree and len(set(labels[:agree])) == 1:
-        return "agreement"
-    if len(labels) >= workflow.retire_after:
-        return "vote count"
-    return ""
+    """Why the votes so far (in order) retire a subject, or '' when they do not
+    (:meth:`Workflow.retirement_rule`: vote count, agreement, margin)."""
+    return workflow.retirement_rule().reason(labels)
 
 
 def volunteer_posterior(votes: list[tuple[str, dict | None]], workflow: Workflow):
@@ -831,7 +832,7 @@ def undo_last_vote(volunteer: User, workflow: Workflow) -> Served | None:
 
 def _recount(subject: Subject, workflow: Workflow) -> None:
     """Bring a locked subject up to date after a vote on it was removed (it may reopen)."""
-    if subject.retire_reason in {"vote count", "agreement", "to expert", MACHINE_ASSISTED_REASON}:
+    if subject.retire_reason in {VOTE_COUNT, AGREEMENT, MARGIN, "to expert", MACHINE_ASSISTED_REASON}:
         if subject.retire_reason == "to expert" and workflow.expert_workflow_id is not None:
             Subject.objects.filter(
                 workflow_id=workflow.expert_workflow_id, source_id=subject.source_id, vote_count=0

@@ -102,7 +102,7 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
             f"{workflow.consensus_prior_strength:g})",
         ),
         Column("weighted_confidence", "float", "Dawid-Skene probability of weighted_label"),
-        Column("retire_reason", "str", "why the subject retired: vote count, agreement, machine-assisted, ..."),
+        Column("retire_reason", "str", "why the subject retired: vote count, agreement, margin, machine-assisted, ..."),
         Column("assisted_label", "str", "class volunteers and classifier agreed on (machine-assisted retirement)"),
         Column("assisted_confidence", "float", "combined probability of assisted_label"),
         Column("predicted_label", "str", f"most probable class of classifier {classifier.pk if classifier else '-'}"),

@@ -96,6 +96,34 @@ def test_it_retires_early_when_the_first_votes_agree(crowd, make_source, workflo
     assert subject_of(agreed, workflow).retire_reason == "agreement"
 
 
+def test_a_margin_retires_a_clear_subject_early_and_gives_a_split_one_more_votes(
+    crowd, make_source, workflow, admin_user, client
+) -> None:
+    from django.urls import reverse
+
+    workflow.retire_after, workflow.retire_on_margin = 6, 2
+    workflow.save()
+    clear, split = make_source(), make_source()
+    answers = ["FRI", "FRII", "FRI", "FRII", "FRI", "FRI"]  # leads of 1, 0, 1, 0, 1, then 2 at the sixth vote
+    retired = [served_vote(v, split.pk, label, workflow).retired for v, label in zip(crowd, answers, strict=False)]
+    assert retired == [False] * 5 + [True]
+    assert [served_vote(v, clear.pk, "FRII", workflow).retired for v in crowd[:2]] == [False, True]
+    assert (subject_of(clear, workflow).retire_reason, subject_of(clear, workflow).vote_count) == ("margin", 2)
+    assert subject_of(split, workflow).retire_reason == "margin"
+
+    client.force_login(admin_user)
+    page = client.get(reverse("science:source", args=[clear.pk])).content.decode()
+    assert "Retired (margin): <b>FRII</b> led every other class by 2 votes" in page
+
+    # Undoing the deciding vote reopens the subject; the cap still retires a subject that stays split.
+    assert undo_last_vote(crowd[1], workflow) is not None
+    assert subject_of(clear, workflow).retired_at is None
+    workflow.retire_after = 2
+    workflow.save()
+    assert served_vote(crowd[1], clear.pk, "FRI", workflow).retired
+    assert subject_of(clear, workflow).retire_reason == "vote count"
+
+
 def test_disagreement_moves_the_subject_to_the_expert_workflow(crowd, make_source, workflow) -> None:
     experts = Workflow.objects.create(slug="experts", name="Experts", experts_only=True)
     workflow.retire_after, workflow.disagreement_threshold, workflow.expert_workflow = 4, 0.75, experts

@@ -137,7 +137,7 @@ def test_the_loop_end_to_end(celery_worker, django_user_model) -> None:
     from tests.voting import served_vote
 
     workflow = default_workflow()
-    workflow.retire_after, workflow.gold_rate_start, workflow.gold_rate_min = 3, 0.0, 0.0
+    workflow.retire_after, workflow.retire_on_margin, workflow.gold_rate_start, workflow.gold_rate_min = 3, 0, 0.0, 0.0
     workflow.save()
     # The real FIRST images the firstgalaxydata package ships (no shared data folder needed).
     records = [record for record in read_griese() if record.label in ("FRI", "FRII")]

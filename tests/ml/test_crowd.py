@@ -76,3 +76,19 @@ def test_a_small_crowd_leaves_subjects_open_and_the_same_seed_repeats() -> None:
     assert not few.retired.all()
     _, _, again = campaign(n_volunteers=3)
     assert np.array_equal(few.labels, again.labels) and np.array_equal(few.subjects, again.subjects)
+
+
+def test_a_sequential_rule_retires_each_subject_at_the_first_vote_that_meets_it() -> None:
+    from ml.retirement import RetirementRule
+
+    rule = RetirementRule(retire_after=9, margin=3)
+    truth, gold_ids, votes = campaign(retire_after=rule, n_volunteers=800)
+    open_ids = np.setdiff1d(np.arange(len(truth)), gold_ids)
+    assert votes.retired[open_ids].all()
+    counts = []
+    for subject in open_ids:
+        answers = votes.labels[(votes.subjects == subject) & ~votes.gold].tolist()
+        assert rule.reason(answers) and not any(rule.reason(answers[:k]) for k in range(len(answers)))
+        counts.append(len(answers))
+    # Clear sources retire on three agreeing votes; ambiguous ones need more.
+    assert min(counts) == 3 and max(counts) > 3
