@@ -285,12 +285,12 @@ def configure(pool: Pool, arm: Arm, seed: int, *, gold_per_class: int, retrain_e
     workflow.classes = [{"key": key, "label": key, "help": ""} for key in pool.classes] + [
         {"key": "unsure", "label": "Not sure / other", "help": ""}
     ]
-    if arm.retire_after:
-        # The Zooniverse way: a fixed count, nothing earlier.
-        workflow.retire_after, workflow.retire_on_agreement, workflow.retire_on_margin = arm.retire_after, 0, 0
-    if arm.retire is not None:
-        workflow.retire_after = arm.retire.retire_after
-        workflow.retire_on_agreement, workflow.retire_on_margin = arm.retire.agreement, arm.retire.margin
+    # a<N>: the Zooniverse way, a fixed count and nothing earlier; b / c: their rule, else the product's.
+    rule = arm.retire or (RetirementRule(retire_after=arm.retire_after) if arm.retire_after else None)
+    if rule is not None:
+        workflow.retire_after, workflow.retire_on_agreement, workflow.retire_on_margin = (
+            rule.retire_after, rule.agreement, rule.margin
+        )  # fmt: skip
     if not arm.learning:
         # No classifier to assist, and no policy whose choices an audit sample must check.
         workflow.machine_retire_confidence = 0.0

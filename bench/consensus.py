@@ -198,7 +198,7 @@ def one_crowd(
     seed: int,
     args: argparse.Namespace,
     rules: Sequence[str],
-    retirements: Sequence[RetirementRule] | None = None,
+    retirements: Sequence[RetirementRule],
 ) -> dict[str, object]:
     """Every retirement rule's campaign with one crowd (the same volunteers, answers drawn per campaign),
     each scored by every consensus rule over all non-gold subjects."""
@@ -212,7 +212,7 @@ def one_crowd(
     known[gold_ids] = pool.truth[gold_ids]
     scored = np.setdiff1d(np.arange(len(pool.truth)), gold_ids)
     result: dict[str, object] = {"seed": seed, "scored": len(scored)}
-    for retire in retirements or [RetirementRule(retire_after=args.retire_after)]:
+    for retire in retirements:
         votes = simulate_campaign(crowd, pool.truth, pool.ambiguous, gold_ids, retire_after=retire,
                                   gold=GoldSchedule(), seed=seed)  # fmt: skip
         campaign: dict[str, object] = {

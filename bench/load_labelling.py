@@ -70,7 +70,7 @@ def prepare_database(url: str, n_sources: int, n_volunteers: int) -> list[str]:
     call_command("migrate", verbosity=0)
     workflow = default_workflow()
     # Nothing retires during the run, so every request does the full work of a live vote.
-    workflow.retire_after = n_volunteers + 1
+    workflow.retire_after, workflow.retire_on_margin = n_volunteers + 1, 0
     workflow.gold_rate_start = workflow.gold_rate_min = 0.05
     workflow.save()
     rng = np.random.default_rng(0)

@@ -69,7 +69,7 @@ django.setup()
 from rgzlabel.labelling.services import default_workflow
 workflow = default_workflow()
 workflow.retire_after = int(sys.argv[2])  # nothing retires during the run
-workflow.retire_on_agreement = 0
+workflow.retire_on_agreement = workflow.retire_on_margin = 0
 workflow.save()
 """
 CHECK = """

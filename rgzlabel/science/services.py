@@ -17,6 +17,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from ml.retirement import lead
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling.models import Classification, ConsensusSnapshot, Flag, Subject
 from rgzlabel.labelling.services import default_workflow
@@ -227,6 +228,7 @@ def source_report(source: Source) -> dict[str, Any]:
         "catalogue": catalogue_entry(source, subject, workflow),
         "votes": votes.most_common(),
         "n_votes": sum(votes.values()),
+        "vote_lead": lead(list(votes.elements())),
         "predictions": predictions(source),
         "similar": similar_sources(source),
         "flags": flags_on(source),
