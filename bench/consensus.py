@@ -15,7 +15,11 @@ gold schedule), many crowds per pool in seconds:
 - ``ds-uniform``: Dawid-Skene with the class prior held uniform while fitting too;
 - ``ds-prior:S``: the fit of ``ds`` with its class prior at strength S (1: ``ds``, 0:
   ``ds-balanced``; :func:`ml.consensus.temper_prior`), the product's
-  ``Workflow.consensus_prior_strength``.
+  ``Workflow.consensus_prior_strength``;
+- ``lead:RULE``: a subject that the retirement rule retired early (by margin or agreement) takes
+  the class its votes led or agreed with, every other subject RULE's label
+  (:func:`ml.retirement.decided_class`); the product's consensus since 2026-12-06 is
+  ``lead:ds-prior:0.25``.
 
 Each rule sees the same votes; the differences are paired by crowd seed. Scored: every
 non-gold subject. Balanced accuracy is the mean of the per-class recalls, the figure that does
@@ -127,11 +131,11 @@ def majority_labels(votes: CampaignVotes, n: int) -> np.ndarray:
     return np.array([int(majority(these)[0]) if these else 0 for these in answers])
 
 
-Rule = Callable[[CampaignVotes, np.ndarray, int, int], np.ndarray]
+Rule = Callable[[CampaignVotes, np.ndarray, int, int, RetirementRule], np.ndarray]
 
 
 def _ds(strength: float, uniform: bool, in_fit: bool = False) -> Rule:
-    def rule(votes: CampaignVotes, known: np.ndarray, n: int, c: int) -> np.ndarray:
+    def rule(votes: CampaignVotes, known: np.ndarray, n: int, c: int, retire: RetirementRule) -> np.ndarray:
         fitted = Votes(votes.subjects, votes.volunteers, votes.labels, n, int(votes.volunteers.max()) + 1, c)
         prior = np.full(c, 1.0 / c) if uniform else None
         if in_fit:
@@ -143,8 +147,26 @@ def _ds(strength: float, uniform: bool, in_fit: bool = False) -> Rule:
     return rule
 
 
+def _lead(fallback: Rule) -> Rule:
+    """The leading class of every subject the retirement rule retired early (by margin or agreement:
+    the class the rule itself decided on, :meth:`ml.retirement.RetirementRule.decided`), ``fallback`` elsewhere."""
+
+    def rule(votes: CampaignVotes, known: np.ndarray, n: int, c: int, retire: RetirementRule) -> np.ndarray:
+        guess = fallback(votes, known, n, c, retire)
+        answers: list[list[int]] = [[] for _ in range(n)]
+        for subject, label in zip(votes.subjects.tolist(), votes.labels.tolist(), strict=True):
+            answers[subject].append(int(label))  # gold subjects never retire: no class decided there
+        for subject, these in enumerate(answers):
+            decided = retire.decided(these)
+            if decided is not None:
+                guess[subject] = decided
+        return guess
+
+    return rule
+
+
 RULES: dict[str, Rule] = {
-    "majority": lambda votes, known, n, c: majority_labels(votes, n),
+    "majority": lambda votes, known, n, c, retire: majority_labels(votes, n),
     "ds": _ds(1.0, uniform=False),
     "ds-balanced": _ds(0.0, uniform=False),
     "ds-uniform": _ds(1.0, uniform=True),
@@ -152,8 +174,9 @@ RULES: dict[str, Rule] = {
 
 
 def rule_named(name: str) -> Rule:
-    """A rule of :data:`RULES`, or ``ds-prior:S``: Dawid-Skene with the fitted class prior at strength S
-    (:func:`ml.consensus.temper_prior`; 1 is ``ds``, 0 is ``ds-balanced``)."""
+    """A rule of :data:`RULES`, ``ds-prior:S`` (Dawid-Skene with the fitted class prior at strength S,
+    :func:`ml.consensus.temper_prior`; 1 is ``ds``, 0 is ``ds-balanced``), or ``lead:RULE`` (the class
+    of an early retirement, RULE's label elsewhere)."""
     if name in RULES:
         return RULES[name]
     kind, _, value = name.partition(":")
@@ -164,7 +187,11 @@ def rule_named(name: str) -> Rule:
             strength = -1.0
         if 0.0 <= strength <= 1.0:
             return _ds(strength, uniform=False, in_fit=kind == "ds-fit-prior")
-    raise ValueError(f"unknown rule {name!r}: one of {', '.join(RULES)} or ds-prior:S with S in [0, 1]")
+    if kind == "lead" and value:
+        return _lead(rule_named(value))
+    raise ValueError(
+        f"unknown rule {name!r}: one of {', '.join(RULES)}, ds-prior:S with S in [0, 1], or lead:RULE of those"
+    )
 
 
 def score(guess: np.ndarray, truth: np.ndarray, n_classes: int) -> dict[str, object]:
@@ -221,7 +248,7 @@ def one_crowd(
             "retired": int(votes.retired.sum()),
         }
         for name in rules:
-            guess = rule_named(name)(votes, known, len(pool.truth), c)
+            guess = rule_named(name)(votes, known, len(pool.truth), c, retire)
             campaign[name] = score(guess[scored], pool.truth[scored], c)
         result[retire.name] = campaign
     return result
@@ -274,7 +301,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--labels", type=Path, help="instead of --pool: a CSV with label[,ambiguous] columns")
     parser.add_argument("--shared", type=Path, default=shared_data(), help="the shared data folder [RGZ_SHARED_DATA]")
     parser.add_argument("--seeds", default="0-19", help="crowd seeds, e.g. 0-19 or 0,3,5")
-    parser.add_argument("--rules", default=",".join(RULES), help=f"of {', '.join(RULES)}, ds-prior:S (S in [0, 1])")
+    parser.add_argument(
+        "--rules", default=",".join(RULES), help=f"of {', '.join(RULES)}, ds-prior:S (S in [0, 1]), lead:RULE"
+    )
     parser.add_argument(
         "--reference", help="the rule the others are paired against (default: ds if compared, else the first)"
     )

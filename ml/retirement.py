@@ -27,6 +27,8 @@ from dataclasses import dataclass
 AGREEMENT = "agreement"
 MARGIN = "margin"
 VOTE_COUNT = "vote count"
+#: The reasons that decide a class as well as the retirement: the votes agreed, or one class led.
+EARLY_REASONS = (AGREEMENT, MARGIN)
 
 
 def lead(labels: Sequence[Hashable]) -> int:
@@ -35,6 +37,27 @@ def lead(labels: Sequence[Hashable]) -> int:
     if not counts:
         return 0
     return counts[0] - (counts[1] if len(counts) > 1 else 0)
+
+
+def leader(labels: Sequence[Hashable]) -> Hashable | None:
+    """The most voted class (ties to the class voted first), or None without votes."""
+    counts = Counter(labels)
+    if not counts:
+        return None
+    return max(counts, key=lambda label: (counts[label], -list(labels).index(label)))
+
+
+def decided_class(reason: str, labels: Sequence[Hashable]) -> Hashable | None:
+    """The class a subject retired with ``reason`` was decided on by its votes (oldest first): the
+    leading class when it retired early (agreement or margin: the class that agreed or led), None
+    for a retirement by count or none, where the consensus decides.
+
+    A sequential rule stops on the evidence for one class; labelling such a subject with another
+    class (as a Dawid-Skene posterior with a strong class prior can, two hybrid votes becoming FRII)
+    contradicts the reason the subject retired and loses rare classes (docs/benchmarks.md,
+    "The class a retirement decided on").
+    """
+    return leader(labels) if reason in EARLY_REASONS else None
 
 
 @dataclass(frozen=True)
@@ -62,6 +85,10 @@ class RetirementRule:
         if len(labels) >= self.retire_after:
             return VOTE_COUNT
         return ""
+
+    def decided(self, labels: Sequence[Hashable]) -> Hashable | None:
+        """The class these votes retire a subject with early (:func:`decided_class`), or None."""
+        return decided_class(self.reason(labels), labels)
 
     @property
     def name(self) -> str:

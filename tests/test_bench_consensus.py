@@ -71,6 +71,21 @@ def test_a_margin_rule_spends_fewer_votes_than_a_fixed_count(tmp_path, capsys) -
         assert 3 * r["scored"] < margin["subject_votes"] < fixed["subject_votes"]
 
 
+def test_the_class_an_early_retirement_decided_keeps_the_rare_class(tmp_path, capsys) -> None:
+    pool = write_pool(tmp_path / "pool.csv", n=300)
+    out = tmp_path / "scores.json"
+    args = ["--labels", str(pool), "--seeds", "0-3", "--rules", "ds,lead:ds", "--crowd", "600"]
+    assert consensus.main([*args, "--retire", "fixed:5,margin:2/7", "--out", str(out)]) == 0
+    assert "| margin:2/7 | lead:ds |" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    rare = saved["classes"].index("rare")
+    results = saved["results"]
+    for r in results:  # a fixed count decides no class early: the consensus labels every subject
+        assert r["fixed:5"]["lead:ds"] == r["fixed:5"]["ds"]
+    recall = {name: np.mean([r["margin:2/7"][name]["recall"][rare] for r in results]) for name in ("ds", "lead:ds")}
+    assert recall["lead:ds"] > recall["ds"] + 0.05
+
+
 def test_the_reference_retirement_rule_must_be_compared(tmp_path, capsys) -> None:
     pool = str(write_pool(tmp_path / "p.csv"))
     with pytest.raises(SystemExit):

@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, JSONField
 from django.utils import timezone
 
-from ml.retirement import AGREEMENT, MARGIN, VOTE_COUNT
+from ml.retirement import AGREEMENT, MARGIN, VOTE_COUNT, decided_class
 from rgzlabel.catalog.models import Source
 from rgzlabel.labelling import rows
 from rgzlabel.labelling.models import (
@@ -613,8 +613,8 @@ def _count_vote(subject: Subject, workflow: Workflow) -> bool:
     labels = [label for label, _ in votes]
     subject.vote_count = len(labels)
     subject.consensus_label, subject.consensus_confidence = majority(labels)
-    subject.weighted_label, subject.weighted_confidence = weighted_consensus(votes, workflow)
     reason = retirement_reason(workflow, labels)
+    subject.weighted_label, subject.weighted_confidence = weighted_consensus(votes, workflow, reason)
     if reason:
         subject.retired_at = timezone.now()
         subject.retire_reason = reason
@@ -702,11 +702,15 @@ def votes_with_reliability(workflow: Workflow, source_ids) -> dict[int, list[tup
     return votes
 
 
-def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow) -> tuple[str, float]:
-    """Dawid-Skene posterior of one subject from (label, voter's stored confusion matrices) pairs."""
+def weighted_consensus(votes: list[tuple[str, dict | None]], workflow: Workflow, reason: str = "") -> tuple[str, float]:
+    """A subject's label and its Dawid-Skene probability, from (label, voter's stored confusion
+    matrices) pairs: the class its votes decided when they retired it early (``reason`` agreement or
+    margin, :func:`ml.retirement.decided_class`), else the posterior's most probable class."""
     post = volunteer_posterior(votes, workflow)
-    best = int(post.argmax())
-    return workflow.class_keys[best], float(post[best])
+    keys = workflow.class_keys
+    decided = decided_class(reason, [label for label, _ in votes])
+    best = keys.index(decided) if decided in keys else int(post.argmax())
+    return keys[best], float(post[best])
 
 
 # --- machine-assisted retirement ------------------------------------------------------------------
@@ -1066,6 +1070,11 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
     workflow.consensus_class_prior = {key: round(float(p), 6) for key, p in zip(keys, fitted_prior, strict=True)}
     Workflow.objects.filter(pk=workflow.pk).update(consensus_class_prior=workflow.consensus_class_prior)
     voted = sorted({r[0] for r in rows if not r[3]} - set(gold))
+    answers: dict[int, list[str]] = {}  # each voted subject's answers, for the class an early retirement decided
+    for source_id, _, label, is_gold in rows:
+        if not is_gold:
+            answers.setdefault(source_id, []).append(label)
+    chosen = post.argmax(axis=1)
     # Written in short batches, each its own transaction, touching only the derived columns:
     # one transaction over every row held them all locked for seconds, and while it did, the
     # queue (which skips locked rows) told every volunteer there was nothing to label and
@@ -1091,14 +1100,17 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
             s_index[s.source_id] for s in subjects if s.retired_at is not None and s.retire_reason not in NOT_BY_VOTES
         ]
         for subject in subjects:
-            row = post[s_index[subject.source_id]]
-            label = keys[int(np.argmax(row))]
+            i = s_index[subject.source_id]
+            decided = decided_class(subject.retire_reason, answers.get(subject.source_id, []))
+            if subject.retired_at is not None and decided in keys:
+                chosen[i] = keys.index(decided)
+            label = keys[int(chosen[i])]
             report.changed += label != subject.weighted_label
-            subject.weighted_label, subject.weighted_confidence = label, float(row.max())
+            subject.weighted_label, subject.weighted_confidence = label, float(post[i, chosen[i]])
         with transaction.atomic():
             Subject.objects.bulk_update(subjects, ["weighted_label", "weighted_confidence"])
     report.subjects, report.volunteers = len(voted), len(volunteer_ids)
-    record_consensus_snapshot(workflow, rows, gold, fitted[retired], post[retired])
+    record_consensus_snapshot(workflow, rows, gold, fitted[retired], chosen[retired])
     return report
 
 
@@ -1106,17 +1118,17 @@ def recompute_consensus(workflow: Workflow) -> ConsensusReport:
 NOT_BY_VOTES = ("gold", "field guide", MACHINE_ASSISTED_REASON)
 
 
-def record_consensus_snapshot(workflow: Workflow, rows, gold: dict[int, str], fitted, decided):
+def record_consensus_snapshot(workflow: Workflow, rows, gold: dict[int, str], fitted, labels):
     """One point of the live campaign's curve (:class:`ConsensusSnapshot`).
 
-    ``fitted`` and ``decided`` are the retired subjects' posteriors as Dawid-Skene fitted them
-    and at the workflow's prior strength: the label is ``decided``'s best class, and the
-    model's own estimate that it is right is ``fitted``'s probability of that class.
+    ``fitted`` holds the retired subjects' posteriors as Dawid-Skene fitted them and ``labels``
+    the class index each was labelled with (the tempered posterior's best class, or the class an
+    early retirement decided); the model's own estimate that a label is right is ``fitted``'s
+    probability of it.
     """
     import numpy as np
 
     keys = workflow.class_keys
-    labels = decided.argmax(axis=1)
     answers = [(source_id, label) for source_id, _, label, is_gold in rows if is_gold and source_id in gold]
     return ConsensusSnapshot.objects.create(
         workflow=workflow,

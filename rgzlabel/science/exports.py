@@ -99,7 +99,8 @@ def export_sources(sources: QuerySet, workflow: Workflow, chunk_size: int = CHUN
             "weighted_label",
             "str",
             "Dawid-Skene label (volunteers weighted by reliability, class prior at strength "
-            f"{workflow.consensus_prior_strength:g})",
+            f"{workflow.consensus_prior_strength:g}); a subject retired by agreement or margin keeps the "
+            "class its votes agreed on or led with",
         ),
         Column("weighted_confidence", "float", "Dawid-Skene probability of weighted_label"),
         Column("retire_reason", "str", "why the subject retired: vote count, agreement, margin, machine-assisted, ..."),

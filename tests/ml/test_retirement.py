@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ml.retirement import AGREEMENT, MARGIN, VOTE_COUNT, RetirementRule, lead
+from ml.retirement import AGREEMENT, MARGIN, VOTE_COUNT, RetirementRule, decided_class, lead
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,25 @@ def test_a_rule_reads_back_its_own_name(text) -> None:
 def test_a_bad_rule_is_refused_with_the_forms_it_takes(text) -> None:
     with pytest.raises(ValueError, match="margin:K/N"):
         RetirementRule.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("reason", "labels", "decided"),
+    [
+        ("margin", ["FRI", "hybrid", "hybrid", "hybrid"], "hybrid"),
+        ("agreement", ["FRII", "FRII", "FRII"], "FRII"),
+        ("vote count", ["FRI", "FRI", "FRII", "FRII", "hybrid"], None),
+        ("", ["FRI", "FRI"], None),
+        ("machine-assisted", ["FRI"], None),
+    ],
+)
+def test_only_an_early_retirement_decides_the_class(reason, labels, decided) -> None:
+    assert decided_class(reason, labels) == decided
+
+
+def test_a_rule_decides_the_class_its_votes_retire_a_subject_with() -> None:
+    rule = RetirementRule(retire_after=7, margin=2)
+    assert rule.decided(["FRI", "FRII", "FRII", "FRII"]) == "FRII"
+    assert rule.decided(["FRI", "FRII", "FRII"]) is None  # still open
+    assert rule.decided(["FRI", "FRII", "hybrid", "FRI", "FRII", "hybrid", "FRI"]) is None  # by count
+    assert RetirementRule(retire_after=5, agreement=2).decided(["hybrid", "hybrid"]) == "hybrid"
