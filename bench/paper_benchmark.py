@@ -128,13 +128,15 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from ml.config import PRETRAIN_PRESETS
+
     data = shared_data()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     encoder = parser.add_mutually_exclusive_group()
     encoder.add_argument("--checkpoint", type=Path, help="an existing BYOL encoder checkpoint")
     encoder.add_argument(
         "--pretrain-preset",
-        choices=("paper", "cpu-quick", "tiny"),
+        choices=sorted(PRETRAIN_PRESETS),
         help="pretrain BYOL on the pool first (reusing OUT/byol-PRESET-eEPOCHS-sSEED.pt if present)",
     )
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: the preset's)")

@@ -131,6 +131,11 @@ def random_views(
     blurred = torch.nonzero(uniform(0, 1) < augment.blur_p).flatten()
     if blurred.numel():
         views = views.index_copy(0, blurred, _gaussian_blur(views[blurred], sigma[blurred], augment.blur_sigma[1]))
+    if augment.noise_p > 0:
+        # Drawn only when on, so that the other presets' views stay what their seeds gave before.
+        std = torch.where(uniform(0, 1) < augment.noise_p, uniform(*augment.noise_std), torch.zeros(n, device=device))
+        noise = torch.randn(views.shape, generator=generator, device=device, dtype=views.dtype)
+        views = (views + noise * std.view(n, 1, 1, 1)).clamp(0, 1)
     return (views - view.mean) / view.std
 
 

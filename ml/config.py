@@ -87,6 +87,8 @@ class AugmentConfig:
         jitter_p: Probability of applying brightness and contrast jitter.
         blur_p: Probability of a Gaussian blur.
         blur_sigma: Range of the blur's standard deviation, in output pixels.
+        noise_p: Probability of additive Gaussian noise (a survey's rms on the clipped background).
+        noise_std: Range of that noise's standard deviation, as a fraction of the image's [0, 1] range.
     """
 
     rotate: bool = True
@@ -99,6 +101,8 @@ class AugmentConfig:
     jitter_p: float = 0.8
     blur_p: float = 0.1
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    noise_p: float = 0.0
+    noise_std: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -272,10 +276,17 @@ _CPU_QUICK = PretrainConfig(
     tau_schedule="cosine",
 )
 
+#: Radio-specific views (issue 12): wider crops, a beam-like blur on half the views, and noise at
+#: 1-5 % of the peak on half of them (a survey's rms on the clipped background).
+_RADIO_AUGMENT = AugmentConfig(
+    crop_scale=(0.5, 1.0), blur_p=0.5, blur_sigma=(0.5, 2.0), noise_p=0.5, noise_std=(0.01, 0.05)
+)
+
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "paper": PretrainConfig(),
     "cpu-quick": _CPU_QUICK,
     "cpu-p4m": dataclasses.replace(_CPU_QUICK, name="cpu-p4m", encoder=_CPU_P4M_ENCODER),
+    "cpu-radio": dataclasses.replace(_CPU_QUICK, name="cpu-radio", augment=_RADIO_AUGMENT),
     "tiny": PretrainConfig(name="tiny", encoder=_TINY_ENCODER, batch_size=8, epochs=2, warmup_epochs=1, run=_TINY_RUN),
 }
 

@@ -85,6 +85,25 @@ def test_blur_lowers_the_peak_and_keeps_the_flux():
     assert blurred.sum().item() == pytest.approx(plain.sum().item(), rel=1e-3)
 
 
+def test_noise_has_the_drawn_rms_on_the_background_and_is_off_by_default():
+    # A blank field with a bright source in a corner: the background is 0, as in a clipped radio image.
+    image = np.zeros((1, 150, 150), dtype=np.uint8)
+    image[0, 40:50, 40:50] = 200
+    images = as_image_tensor(image).expand(64, -1, -1, -1)
+    noisy_config = AugmentConfig(**{**NO_RANDOMNESS.__dict__, "noise_p": 1.0, "noise_std": (0.04, 0.04)})
+    noisy = random_views(images, ViewConfig(), noisy_config, torch.Generator().manual_seed(0)) * PIXEL_STD + PIXEL_MEAN
+    clean = eval_views(images, ViewConfig()) * PIXEL_STD + PIXEL_MEAN
+    background = noisy[:, :, 30:, 30:]  # away from the source (the view is the central 70 pixels)
+    # Clipped at 0 as the image is: half the draws vanish, the rest are the positive half of N(0, 0.04).
+    assert (background == 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert background.pow(2).mean().sqrt().item() == pytest.approx(0.04 / 2**0.5, rel=0.05)
+    assert noisy.mean(dim=0).sub(clean[0]).abs()[:, 30:, 30:].max() < 0.05
+    # With probability 0 the noise level does nothing.
+    off = AugmentConfig(**{**noisy_config.__dict__, "noise_p": 0.0})
+    quiet = random_views(images, ViewConfig(), off, torch.Generator().manual_seed(0)) * PIXEL_STD + PIXEL_MEAN
+    assert torch.allclose(quiet, clean, atol=1e-4)
+
+
 def test_images_must_be_uint8_square_stacks():
     with pytest.raises(DataError, match="uint8"):
         as_image_tensor(np.zeros((2, 150, 150), dtype=np.float32))
