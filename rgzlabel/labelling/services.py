@@ -614,7 +614,6 @@ def _count_vote(subject: Subject, workflow: Workflow) -> bool:
     subject.vote_count = len(labels)
     subject.consensus_label, subject.consensus_confidence = majority(labels)
     reason = retirement_reason(workflow, labels)
-    subject.weighted_label, subject.weighted_confidence = weighted_consensus(votes, workflow, reason)
     if reason:
         subject.retired_at = timezone.now()
         subject.retire_reason = reason
@@ -625,6 +624,10 @@ def _count_vote(subject: Subject, workflow: Workflow) -> bool:
         ):
             subject.retire_reason = "to expert"
             Subject.objects.get_or_create(workflow_id=workflow.expert_workflow_id, source_id=subject.source_id)
+    # As the refit labels it: by the class an early retirement decided, else by the consensus.
+    subject.weighted_label, subject.weighted_confidence = weighted_consensus(
+        votes, workflow, subject.retire_reason if subject.retired_at is not None else ""
+    )
     subject.save(
         update_fields=[
             "vote_count",
