@@ -67,3 +67,18 @@ def test_a_retirement_by_count_is_labelled_by_the_consensus(django_user_model, m
     recompute_consensus(fri_heavy)
     subject.refresh_from_db()
     assert subject.weighted_label == "FRI"
+
+
+def test_a_subject_sent_to_the_experts_is_labelled_by_the_consensus(django_user_model, make_source, fri_heavy) -> None:
+    experts = Workflow.objects.create(slug="experts", name="Experts", experts_only=True)
+    fri_heavy.retire_after, fri_heavy.disagreement_threshold, fri_heavy.expert_workflow = 7, 0.9, experts
+    fri_heavy.save()
+    disputed = make_source()
+    # Hybrid leads by 2 (3 to 1), but a quarter of the volunteers disagree: the experts decide.
+    subject = vote_as_newcomers(django_user_model, fri_heavy, disputed, ["hybrid", "FRI", "hybrid", "hybrid"], "d")
+    assert subject.retire_reason == "to expert"
+    assert subject.consensus_label == "hybrid"
+    assert subject.weighted_label == "FRI"  # the consensus's label, not the lead's
+    recompute_consensus(fri_heavy)
+    subject.refresh_from_db()
+    assert subject.weighted_label == "FRI"
