@@ -110,9 +110,11 @@ def parse_seeds(text: str) -> list[int]:
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
     """The options of the methods' settings and where they run (read by :func:`method_runner`)."""
+    from ml.config import FINETUNE_PRESETS
+
     parser.add_argument(
         "--finetune-preset",
-        choices=("paper", "cpu-quick", "tiny"),
+        choices=sorted(FINETUNE_PRESETS),
         help="fine-tuning / supervised settings (default: the encoder's pretraining preset, else paper)",
     )
     parser.add_argument("--finetune-epochs", type=int, help="override the fine-tuning preset's epochs")

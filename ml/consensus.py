@@ -9,9 +9,13 @@ matrices, which is what a vote does on the hot path; the full EM runs in the bac
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+LabelT = TypeVar("LabelT", bound=Hashable)
 
 #: Dirichlet pseudo-counts added to the class prior, so no class has probability 0.
 SMOOTHING = 1.0
@@ -48,11 +52,11 @@ class Votes:
                 raise ValueError(f"{name} must lie in [0, {bound}), got {values.min()}..{values.max()}")
 
 
-def majority(labels: list[str]) -> tuple[str, float]:
+def majority(labels: Sequence[LabelT]) -> tuple[LabelT, float]:
     """The most common label and its share; ties go to the label voted first."""
     if not labels:
         raise ValueError("no votes to aggregate")
-    counts: dict[str, int] = {}
+    counts: dict[LabelT, int] = {}
     for label in labels:
         counts[label] = counts.get(label, 0) + 1
     best = max(counts, key=lambda label: (counts[label], -labels.index(label)))

@@ -23,6 +23,8 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from ml.consensus import majority
+
 #: A subject's ``retire_reason`` for each rule.
 AGREEMENT = "agreement"
 MARGIN = "margin"
@@ -39,14 +41,6 @@ def lead(labels: Sequence[Hashable]) -> int:
     return counts[0] - (counts[1] if len(counts) > 1 else 0)
 
 
-def leader(labels: Sequence[Hashable]) -> Hashable | None:
-    """The most voted class (ties to the class voted first), or None without votes."""
-    counts = Counter(labels)
-    if not counts:
-        return None
-    return max(counts, key=lambda label: (counts[label], -list(labels).index(label)))
-
-
 def decided_class(reason: str, labels: Sequence[Hashable]) -> Hashable | None:
     """The class a subject retired with ``reason`` was decided on by its votes (oldest first): the
     leading class when it retired early (agreement or margin: the class that agreed or led), None
@@ -57,7 +51,9 @@ def decided_class(reason: str, labels: Sequence[Hashable]) -> Hashable | None:
     contradicts the reason the subject retired and loses rare classes (docs/benchmarks.md,
     "The class a retirement decided on").
     """
-    return leader(labels) if reason in EARLY_REASONS else None
+    if reason not in EARLY_REASONS or not labels:
+        return None
+    return majority(labels)[0]  # the most voted class, ties to the class voted first
 
 
 @dataclass(frozen=True)
