@@ -6,6 +6,12 @@ subsets of the 729 training sources, per label budget and seed, for four methods
 * ``linear``: frozen BYOL features + standardised logistic regression (the linear probe);
 * ``linear-dihedral``: the same probe on features averaged over the 8 rotations/flips of
   the test view (``ml.embed.embed(views="dihedral")``, what the labelling server embeds with);
+* ``linear-views``: the probe fitted on all 8 rotations/flips of each labelled source as
+  rows of their own, a scored source getting the mean of its 8 poses' probabilities
+  (``ml.probes.view_augmented_probe``);
+* ``selftrain``: the 8-view probe refitted on its surest predictions for the training
+  part's unlabelled rows, in the labels' class proportions (``ml.probes.self_training_probe``;
+  ``--selftrain-share``, ``--selftrain-rounds``);
 * ``finetune``: the BYOL encoder fine-tuned with a linear head (``ml.finetune``);
 * ``semisup``: the same fine-tuning plus FixMatch consistency on the training part's other
   images, unlabelled (``FinetuneConfig.unlabelled_weight``, ``--unlabelled-weight``);
@@ -71,17 +77,21 @@ import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("linear", "linear-dihedral", "finetune", "semisup", "supervised", "pca")
+METHODS = ("linear", "linear-dihedral", "linear-views", "selftrain", "finetune", "semisup", "supervised", "pca")
 METHOD_LABELS = {
     "linear": "BYOL features + logistic regression",
     "linear-dihedral": "BYOL features, mean of 8 rotations/flips, + logistic regression",
+    "linear-views": "BYOL features, 8 rotations/flips as training rows, + logistic regression",
+    "selftrain": "BYOL features, 8-view mean, + self-trained logistic regression",
     "finetune": "BYOL fine-tuned",
     "semisup": "BYOL fine-tuned + FixMatch on the unlabelled rest",
     "supervised": "supervised ResNet-18 from scratch",
     "pca": "raw-pixel PCA + logistic regression",
 }
 #: Methods that need the BYOL encoder, and those whose result depends on fine-tuning settings.
-ENCODER_METHODS = frozenset({"linear", "linear-dihedral", "finetune", "semisup"})
+ENCODER_METHODS = frozenset({"linear", "linear-dihedral", "linear-views", "selftrain", "finetune", "semisup"})
+#: Methods that fit a logistic regression on features (``--probe-c`` applies to them).
+PROBE_METHODS = frozenset({"linear", "linear-dihedral", "linear-views", "selftrain", "pca"})
 FINETUNE_METHODS = frozenset({"finetune", "semisup", "supervised"})
 #: The paper's headline: 7.79 % test error with 145 labels (mean of 10 seeds).
 PAPER_POINT = (145, 0.0779)
@@ -125,8 +135,28 @@ def add_method_options(parser: argparse.ArgumentParser) -> None:
         help="semisup: weight of the consistency loss when the preset has none [1.0]",
     )
     parser.add_argument("--pca-dim", type=int, default=64)
+    parser.add_argument(
+        "--probe-c", type=float, default=1.0, help="inverse L2 strength of the probes' logistic regression [1.0]"
+    )
+    parser.add_argument(
+        "--selftrain-share",
+        type=float,
+        default=0.5,
+        help="selftrain: fraction of the unlabelled rows pseudo-labelled by the last round [0.5]",
+    )
+    parser.add_argument("--selftrain-rounds", type=int, default=3, help="selftrain: refits on pseudo-labels [3]")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def check_method_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse method settings out of range (through ``parser.error``, naming the option)."""
+    if args.probe_c <= 0:
+        parser.error("--probe-c must be positive")
+    if not 0 < args.selftrain_share <= 1:
+        parser.error("--selftrain-share must lie in (0, 1]")
+    if args.selftrain_rounds < 0:
+        parser.error("--selftrain-rounds must be 0 or more")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -191,6 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.folds < 2:
         parser.error("--folds must be at least 2")
+    check_method_options(parser, args)
     if args.docs_plot is None:
         args.docs_plot = str(ROOT / "docs" / PLOT_FILE) if args.split == "test" else ""
     args.budgets = [int(budget) for budget in args.budgets.split(",")]
@@ -289,6 +320,22 @@ def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[P
     return path, info
 
 
+#: (encoder, images, their poses): each array's poses are computed once (several methods share them).
+_POSES: list[tuple[Any, np.ndarray, np.ndarray]] = []
+
+
+def poses(encoder: Any, images: np.ndarray, device: str | None) -> np.ndarray:
+    """``ml.embed.embed_poses`` of ``images``, reused while the same encoder and array are asked for."""
+    from ml.embed import embed_poses
+
+    for known_encoder, known_images, features in _POSES:
+        if known_encoder is encoder and known_images is images:
+            return features
+    features = embed_poses(encoder, images, device=device)
+    _POSES.append((encoder, images, features))
+    return features
+
+
 def method_runner(
     method: str,
     split: Any,
@@ -298,8 +345,9 @@ def method_runner(
     device: str | None,
 ) -> Callable[[np.ndarray, int], np.ndarray]:
     """The ``fit_predict`` of one method (features are computed once, not per subset)."""
-    from ml.evaluation import linear_probe
+    from ml.evaluation import LINEAR_PROBE, linear_probe
 
+    probe = dataclasses.replace(LINEAR_PROBE, C=args.probe_c)
     if method == "pca":
         from ml.baseline import pixel_pca_embeddings
 
@@ -307,7 +355,7 @@ def method_runner(
         features = pixel_pca_embeddings(
             np.concatenate([split.train_images, split.test_images]), dim=args.pca_dim, fit_rows=np.arange(n_train)
         )
-        return linear_probe(features[:n_train], split.train_labels, features[n_train:])
+        return linear_probe(features[:n_train], split.train_labels, features[n_train:], probe)
     if method in ("linear", "linear-dihedral"):
         from ml.embed import embed
 
@@ -316,6 +364,21 @@ def method_runner(
             embed(encoder, split.train_images, device=device, views=views),
             split.train_labels,
             embed(encoder, split.test_images, device=device, views=views),
+            probe,
+        )
+    if method in ("linear-views", "selftrain"):
+        from ml.probes import self_training_probe, view_augmented_probe
+
+        train_poses, test_poses = poses(encoder, split.train_images, device), poses(encoder, split.test_images, device)
+        if method == "linear-views":
+            return view_augmented_probe(train_poses, split.train_labels, test_poses, probe)
+        return self_training_probe(
+            train_poses.mean(axis=0),
+            split.train_labels,
+            test_poses.mean(axis=0),
+            probe,
+            share=args.selftrain_share,
+            rounds=args.selftrain_rounds,
         )
 
     from ml.finetune import finetune, predict_proba, train_supervised_baseline
@@ -561,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "encoder_config": config_to_dict(encoder.config) if encoder is not None else None,
         "finetune_config": config_to_dict(finetune_config) if finetune_config else None,
         "pca_dim": args.pca_dim if "pca" in args.methods else None,
+        "probe_c": args.probe_c if PROBE_METHODS & set(args.methods) else None,
+        "selftrain": [args.selftrain_share, args.selftrain_rounds] if "selftrain" in args.methods else None,
         "unlabelled_weight": args.unlabelled_weight if "semisup" in args.methods else None,
         # Validation and test results live in different files, and each file says which it holds.
         "split": args.split,

@@ -68,6 +68,7 @@ from bench.paper_benchmark import (
     ENCODER_METHODS,
     METHODS,
     add_method_options,
+    check_method_options,
     checkpoint_summary,
     file_sha256,
     finetune_setup,
@@ -158,6 +159,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     needing = sorted(ENCODER_METHODS & set(args.methods))
     if needing and args.checkpoint is None:
         parser.error(f"methods {', '.join(needing)} use an encoder: pass --checkpoint")
+    check_method_options(parser, args)
     if args.format in CATALOGUE_FORMATS:
         if args.data is None:
             parser.error(f"--format {args.format} needs --data (the CSV, or the folder of images)")
@@ -631,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "encoder_config": config_to_dict(encoder.config) if encoder is not None else None,
         "finetune_config": config_to_dict(finetune_config) if finetune_config else None,
         "pca_dim": args.pca_dim if "pca" in args.methods else None,
+        "probe_c": args.probe_c,
+        "selftrain": [args.selftrain_share, args.selftrain_rounds] if "selftrain" in args.methods else None,
         "methods": args.methods,
         "budget_unit": args.budget_unit,
         "budgets": prepared.budgets,

@@ -32,6 +32,7 @@ __all__ = [
     "MATRIX_FILE",
     "EmbeddingSet",
     "embed",
+    "embed_poses",
     "embed_to_folder",
     "map_batches",
     "read_embeddings",
@@ -111,6 +112,42 @@ def embed(
     if encoder.invariant:  # the eight poses give the same rows (to float precision): one pass, not eight
         views = "centre"
     return map_batches(encoder, images, encoder.config.view, out, batch_size=batch_size, device=device, views=views)
+
+
+@torch.inference_mode()
+def embed_poses(
+    encoder: RadioEncoder,
+    images: ImageArray,
+    *,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """The features of each of the eight rotations/flips of the test view, kept apart.
+
+    ``embed(views="dihedral")`` is their mean over the first axis; probes that learn from the
+    poses themselves (``ml.probes.view_augmented_probe``) need them one by one. An invariant
+    encoder gives eight equal poses, computed once.
+
+    Returns:
+        float32 (8, N, encoder.feature_dim), poses in the order of ``view_poses("dihedral")``.
+
+    Raises:
+        EmptyDataError: No images.
+    """
+    if len(images) == 0:
+        raise EmptyDataError("no images to embed")
+    poses = view_poses("dihedral")
+    device = resolve_device(device)
+    encoder.eval().to(device)
+    out = np.empty((len(poses), len(images), encoder.feature_dim), dtype=np.float32)
+    view = encoder.config.view
+    for start in range(0, len(images), batch_size):
+        batch = as_image_tensor(images[start : start + batch_size], device)
+        for index, pose in enumerate(poses[:1] if encoder.invariant else poses):
+            out[index, start : start + len(batch)] = encoder(eval_views(batch, view, *pose)).float().cpu().numpy()
+    if encoder.invariant:
+        out[1:] = out[0]
+    return out
 
 
 def embed_to_folder(

@@ -70,6 +70,9 @@ def test_pretraining_is_sized_from_the_measured_rate_and_capped_at_the_preset():
         (["--pretrain-preset", "tiny", "--pretrain-minutes", "5", "--epochs", "3"], "no --epochs"),
         (["--methods", "pca", "--stop-after", "0"], "--stop-after must be positive"),
         (["--methods", "pca", "--split", "validation", "--folds", "1"], "--folds must be at least 2"),
+        (["--methods", "pca", "--probe-c", "0"], "--probe-c must be positive"),
+        (["--methods", "pca", "--selftrain-share", "1.5"], "--selftrain-share must lie in (0, 1]"),
+        (["--methods", "pca", "--selftrain-rounds", "-1"], "--selftrain-rounds must be 0 or more"),
     ],
 )
 def test_contradictory_time_options_are_refused(argv, message, capsys):
@@ -171,3 +174,53 @@ def test_semisup_fine_tunes_with_the_unlabelled_rest_of_the_training_part_only(t
     assert sorted(pools, key=str) == sorted([("tiny", None, 0.0), ("tiny", n_train_part, 0.5)], key=str)
     assert record["identity"]["unlabelled_weight"] == 0.5
     assert "FixMatch" in capsys.readouterr().out
+
+
+def test_pose_probes_fit_the_fold_with_the_given_c_and_pseudo_label_only_its_training_part(tmp_path, monkeypatch):
+    import ml.evaluation
+    import ml.probes
+    from ml.checkpoint import load_checkpoint, save_checkpoint
+    from ml.config import get_config
+    from ml.embed import embed_poses
+    from ml.encoder import build_encoder
+    from ml.evaluation import LINEAR_PROBE, error_rate, load_mirabest_confident_split, stratified_subset
+    from tests.synthetic import mirabest_entries, write_mirabest_archive
+
+    archive = write_mirabest_archive(tmp_path / "MiraBest_F_batches.tar.gz", mirabest_entries(per_code=8))
+    split = load_mirabest_confident_split(archive)
+    no_test = dataclasses.replace(split, test_images=split.test_images[:0], test_labels=split.test_labels[:0])
+    monkeypatch.setattr(ml.evaluation, "load_mirabest_confident_split", lambda path: no_test)
+    checkpoint = save_checkpoint(tmp_path / "tiny.pt", build_encoder(get_config("tiny").encoder, seed=0))
+    unlabelled_sizes: list[int] = []
+    real_self_training = ml.probes.self_training_probe
+
+    def recording(train_features, train_labels, test_features, config, **kwargs):
+        unlabelled_sizes.append(len(train_features))
+        assert kwargs == {"share": 0.25, "rounds": 2} and config.C == 0.1
+        return real_self_training(train_features, train_labels, test_features, config, **kwargs)
+
+    monkeypatch.setattr(ml.probes, "self_training_probe", recording)
+    argv = ["--split", "validation", "--folds", "2", "--methods", "linear-views,selftrain", "--budgets", "10"]
+    argv += ["--seeds", "0-1", "--checkpoint", str(checkpoint), "--probe-c", "0.1", "--selftrain-share", "0.25"]
+    argv += ["--selftrain-rounds", "2", "--threads", "1", "--mirabest", str(archive), "--out", str(tmp_path / "out")]
+    assert paper_benchmark.main(argv) == 0
+
+    record = json.loads((tmp_path / "out" / "paper_benchmark_validation.json").read_text())
+    assert record["identity"]["probe_c"] == 0.1 and record["identity"]["selftrain"] == [0.25, 2]
+    parts = [ml.evaluation.validation_split(split, fold, 2) for fold in (0, 1)]
+    # Only the fold's training part is pseudo-labelled: never its scored sources.
+    assert sorted(unlabelled_sizes) == sorted(len(part.train_labels) for part in parts)
+    # The view-augmented rows are recomputed from the poses with C = 0.1.
+    encoder = load_checkpoint(checkpoint).encoder
+    probe = dataclasses.replace(LINEAR_PROBE, C=0.1)
+    for result in (r for r in record["results"] if r["method"] == "linear-views"):
+        part = parts[result["seed"] % 2]
+        fit_predict = ml.probes.view_augmented_probe(
+            embed_poses(encoder, part.train_images, device="cpu"),
+            part.train_labels,
+            embed_poses(encoder, part.test_images, device="cpu"),
+            probe,
+        )
+        predictions = fit_predict(stratified_subset(part.train_labels, 10, result["seed"]), result["seed"])
+        assert result["error"] == pytest.approx(error_rate(predictions, part.test_labels))
+    assert sorted(r["method"] for r in record["results"]) == ["linear-views"] * 2 + ["selftrain"] * 2

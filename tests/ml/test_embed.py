@@ -104,3 +104,23 @@ def test_bad_sets_are_clear_errors(tmp_path):
     with pytest.raises(EmptyDataError):
         write_embeddings(tmp_path / "c", [], np.zeros((0, 4), dtype=np.float32))
     assert not any(tmp_path.iterdir())
+
+
+def test_poses_are_the_eight_views_whose_mean_is_the_dihedral_row(encoder, images):
+    from ml.embed import embed_poses
+
+    poses = embed_poses(encoder, images, batch_size=4, device="cpu")
+    assert poses.shape == (8, 6, 512) and poses.dtype == np.float32
+    np.testing.assert_allclose(poses.mean(axis=0), embed(encoder, images, device="cpu", views="dihedral"), atol=1e-5)
+    np.testing.assert_allclose(poses[0], embed(encoder, images, device="cpu"), atol=1e-5)
+    # Pose 1 is a quarter turn: the first pose of the turned images (rotation sign aside, some pose matches).
+    turned = embed(encoder, np.ascontiguousarray(np.rot90(images, 1, axes=(1, 2))), device="cpu")
+    assert min(np.abs(turned - pose).max() for pose in poses[1:4]) < 1e-4
+    assert np.abs(poses[1] - poses[0]).max() > 1e-3
+
+
+def test_poses_of_no_images_are_refused(encoder):
+    from ml.embed import embed_poses
+
+    with pytest.raises(EmptyDataError, match="no images"):
+        embed_poses(encoder, np.zeros((0, 150, 150), dtype=np.uint8), device="cpu")
