@@ -48,5 +48,19 @@ class TrainingCancelled(MLError):
         self.step = step
 
 
+class TrainingDiverged(MLError):
+    """The training loss became NaN or infinite: the weights are lost, nothing is worth saving.
+
+    Attributes:
+        step: The first step (1-based) whose loss was not finite.
+        loss: That loss.
+    """
+
+    def __init__(self, step: int, loss: float) -> None:
+        super().__init__(f"training diverged: the loss was {loss} at step {step} (lower the learning rate, base_lr)")
+        self.step = step
+        self.loss = loss
+
+
 class DistributedRunError(MLError):
     """Pretraining in several processes (torchrun) failed; the message quotes why."""

@@ -24,7 +24,8 @@ from ml.byol import BYOL, ema_tau
 from ml.config import PretrainConfig, config_to_dict
 from ml.device import as_layout, autocast, maybe_compile, place, resolve_device
 from ml.encoder import RadioEncoder, build_encoder
-from ml.errors import EmptyDataError, TrainingCancelled
+from ml.errors import EmptyDataError, TrainingCancelled, TrainingDiverged
+from ml.vicreg import VICReg
 
 if TYPE_CHECKING:
     from ml.distributed import Replicas
@@ -201,6 +202,8 @@ def run_loop(
 
     Raises:
         TrainingCancelled: ``should_stop()`` returned True.
+        TrainingDiverged: A loss was NaN or infinite (found when the losses are next read:
+            at the next progress report or the end of the epoch).
     """
     order = torch.Generator().manual_seed(seed)
     curves = TrainingCurves() if curves is None else curves
@@ -210,8 +213,12 @@ def run_loop(
 
     def drain() -> None:
         if pending:
-            curves.step_loss.extend(torch.stack(pending).float().cpu().tolist())
+            losses = torch.stack(pending).float().cpu().tolist()
             pending.clear()
+            for offset, loss in enumerate(losses):
+                if not math.isfinite(loss):  # every later step would be NaN too: stop, with the step
+                    raise TrainingDiverged(len(curves.step_loss) + offset + 1, loss)
+            curves.step_loss.extend(losses)
 
     def report(epoch: int, step: int) -> None:
         nonlocal reported
@@ -282,11 +289,12 @@ def pretrain(
     resume: ResumeSpec | None = None,
     replicas: Replicas | None = None,
 ) -> PretrainResult:
-    """Pretrain a radio encoder with BYOL on unlabelled images.
+    """Pretrain a radio encoder with BYOL (or VICReg, ``config.method``) on unlabelled images.
 
     Follows Slijepcevic et al. (2023): two random views per image (``ml.augment``),
     symmetric BYOL loss, EMA target, SGD with momentum, linear warm-up then cosine decay of
-    ``config.lr = base_lr * batch / 256``.
+    ``config.lr = base_lr * batch / 256``. VICReg (``ml.vicreg``) takes the same views, loop
+    and optimiser with its own loss and no target network.
 
     Args:
         images: Preprocessed uint8 cutouts (N, 150, 150); kept in device memory as uint8.
@@ -313,8 +321,14 @@ def pretrain(
         EmptyDataError: Fewer than two images.
         DataError: Images that are not uint8 (N, H, W) squares.
         TrainingCancelled: ``should_stop()`` returned True (in any process of a data-parallel run).
-        ValueError: A global batch that does not split evenly across ``replicas``.
+        TrainingDiverged: The loss became NaN or infinite (e.g. a learning rate too high).
+        ValueError: A global batch that does not split evenly across ``replicas``, or a
+            method other than BYOL with ``replicas``.
     """
+    if replicas is not None and config.method != "byol":
+        # BYOL's loss is a mean over images, so split batches give the single-process steps;
+        # VICReg's variance and covariance terms are batch statistics, which they would not.
+        raise ValueError(f"{config.method} pretraining runs in one process only (its loss needs the whole batch)")
     device = resolve_device(device) if replicas is None else replicas.device
     store = as_image_tensor(images, device)
     plan = plan_loop(len(store), config.batch_size, config.epochs, config.max_steps, config.warmup_epochs)
@@ -325,7 +339,7 @@ def pretrain(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = BYOL(build_encoder(config.encoder), config.projection_hidden_dim, config.projection_dim)
+        model = ssl_model(config)
     if replicas is not None:
         replicas.synchronise_batchnorm(model)
     encoder = model.encoder
@@ -419,6 +433,16 @@ def pretrain(
         device=str(device),
         resumed_from=start_step,
     )
+
+
+def ssl_model(config: PretrainConfig) -> BYOL | VICReg:
+    """The self-supervised model of ``config.method`` around a fresh encoder of ``config.encoder``."""
+    encoder = build_encoder(config.encoder)
+    if config.method == "vicreg":
+        return VICReg(encoder, config.projection_hidden_dim, config.projection_dim)
+    if config.method != "byol":
+        raise ValueError(f"unknown pretraining method {config.method!r}; choose byol or vicreg")
+    return BYOL(encoder, config.projection_hidden_dim, config.projection_dim)
 
 
 def _run_key(config: PretrainConfig, data: DataFingerprint, seed: int, plan: LoopPlan) -> str:

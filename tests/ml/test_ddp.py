@@ -16,6 +16,7 @@ at step 2 and 0.027 at step 3 (2-core shared machine, 2026-12-05).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -134,6 +135,15 @@ def test_a_batch_that_does_not_split_evenly_is_refused_before_launching(images, 
     with pytest.raises(ValueError, match="batch of 8 images does not split evenly across 3 processes"):
         launch_pretraining(images, CONFIG, processes=3, workdir=tmp_path / "run", device="cpu")
     assert not (tmp_path / "run").exists()
+
+
+def test_vicreg_is_refused_before_launching_and_in_a_replica(images, tmp_path) -> None:
+    vicreg = dataclasses.replace(CONFIG, method="vicreg")
+    with pytest.raises(ValueError, match="vicreg pretraining runs in one process only"):
+        launch_pretraining(images, vicreg, processes=2, workdir=tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(ValueError, match="vicreg pretraining runs in one process only"):
+        pretrain(images, vicreg, device="cpu", replicas=object())  # type: ignore[arg-type]
 
 
 def test_a_failing_run_is_an_error_naming_the_cause_and_keeps_its_log(images, tmp_path) -> None:
