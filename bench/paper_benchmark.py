@@ -71,7 +71,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -320,14 +320,24 @@ def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[P
     return path, info
 
 
-#: (encoder, images, their poses): each array's poses are computed once (several methods share them).
+#: (encoder, images, their poses): each array's poses are computed once (the probes share them).
 _POSES: list[tuple[Any, np.ndarray, np.ndarray]] = []
+#: (part, whole, rows): ``part`` is ``whole[rows]`` (a validation fold), so its poses are a slice.
+_PARTS: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+
+def register_part(part: np.ndarray, whole: np.ndarray, rows: np.ndarray) -> None:
+    """Note that ``part`` holds ``whole[rows]``: its poses are then cut from those of ``whole``."""
+    _PARTS.append((part, whole, rows))
 
 
 def poses(encoder: Any, images: np.ndarray, device: str | None) -> np.ndarray:
-    """``ml.embed.embed_poses`` of ``images``, reused while the same encoder and array are asked for."""
+    """``ml.embed.embed_poses`` of ``images``, computed once per encoder and array (or its whole)."""
     from ml.embed import embed_poses
 
+    for part, whole, rows in _PARTS:
+        if part is images:
+            return poses(encoder, whole, device)[:, rows]
     for known_encoder, known_images, features in _POSES:
         if known_encoder is encoder and known_images is images:
             return features
@@ -356,20 +366,15 @@ def method_runner(
             np.concatenate([split.train_images, split.test_images]), dim=args.pca_dim, fit_rows=np.arange(n_train)
         )
         return linear_probe(features[:n_train], split.train_labels, features[n_train:], probe)
-    if method in ("linear", "linear-dihedral"):
-        from ml.embed import embed
-
-        views: Literal["centre", "dihedral"] = "dihedral" if method == "linear-dihedral" else "centre"
-        return linear_probe(
-            embed(encoder, split.train_images, device=device, views=views),
-            split.train_labels,
-            embed(encoder, split.test_images, device=device, views=views),
-            probe,
-        )
-    if method in ("linear-views", "selftrain"):
+    if method in ("linear", "linear-dihedral", "linear-views", "selftrain"):
         from ml.probes import self_training_probe, view_augmented_probe
 
+        # Pose 0 is the centre view, and the mean of the 8 poses is ``embed(views="dihedral")``.
         train_poses, test_poses = poses(encoder, split.train_images, device), poses(encoder, split.test_images, device)
+        if method == "linear":
+            return linear_probe(train_poses[0], split.train_labels, test_poses[0], probe)
+        if method == "linear-dihedral":
+            return linear_probe(train_poses.mean(axis=0), split.train_labels, test_poses.mean(axis=0), probe)
         if method == "linear-views":
             return view_augmented_probe(train_poses, split.train_labels, test_poses, probe)
         return self_training_probe(
@@ -600,6 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_mirabest_confident_split,
         markdown_table,
         summarise,
+        validation_indices,
         validation_split,
     )
 
@@ -658,6 +664,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parts[fold] = validation_split(split, fold, args.folds, seed=FOLD_SEED)
             except ValueError as error:
                 raise SystemExit(f"--folds {args.folds}: {error}") from error
+            train_rows, held_out = validation_indices(split.train_labels, fold, args.folds, seed=FOLD_SEED)
+            register_part(parts[fold].train_images, split.train_images, train_rows)
+            register_part(parts[fold].test_images, split.train_images, held_out)
         return parts[fold]
 
     # Results already in the file are kept, not recomputed: the CPU protocol is run in steps.

@@ -110,6 +110,25 @@ def validation_split(split: BenchmarkSplit, fold: int, folds: int = 5, seed: int
         ValueError: ``folds`` below 2 or above the smallest class's size, or ``fold`` out of range.
     """
     labels = np.asarray(split.train_labels)
+    train, held_out = validation_indices(labels, fold, folds, seed)
+    return BenchmarkSplit(
+        train_images=split.train_images[train],
+        train_labels=labels[train],
+        test_images=split.train_images[held_out],
+        test_labels=labels[held_out],
+        class_names=split.class_names,
+    )
+
+
+def validation_indices(
+    labels: Sequence[int] | np.ndarray, fold: int, folds: int = 5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of :func:`validation_split`'s training part and held-out fold, in ascending order.
+
+    Raises:
+        ValueError: As :func:`validation_split`.
+    """
+    labels = np.asarray(labels)
     if folds < 2:
         raise ValueError(f"{folds} folds: a validation split needs at least 2")
     smallest = int(np.unique(labels, return_counts=True)[1].min()) if len(labels) else 0
@@ -119,13 +138,7 @@ def validation_split(split: BenchmarkSplit, fold: int, folds: int = 5, seed: int
         raise ValueError(f"fold {fold} must lie in 0..{folds - 1}")
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     train, held_out = list(splitter.split(np.zeros(len(labels)), labels))[fold]
-    return BenchmarkSplit(
-        train_images=split.train_images[train],
-        train_labels=labels[train],
-        test_images=split.train_images[held_out],
-        test_labels=labels[held_out],
-        class_names=split.class_names,
-    )
+    return train, held_out
 
 
 def class_counts(labels: np.ndarray, budget: int) -> dict[int, int]:
