@@ -312,6 +312,12 @@ class QueuePolicy(models.Model):
             raise ValidationError({"params": f"{self.policy} takes {sorted(known) or 'no parameters'}, not {unknown}"})
 
 
+def default_pretrain_preset() -> str:
+    """The preset the loop's own pretrainings use until an admin picks another: the server's
+    ``RGZ_PRETRAIN_PRESET``, the one its first pretraining used."""
+    return settings.RGZ_PRETRAIN_PRESET
+
+
 class LoopSettings(models.Model):
     """When the learning loop runs by itself; read by beat's tick every minute, so edits apply at once."""
 
@@ -327,7 +333,11 @@ class LoopSettings(models.Model):
     pretrain_every_days = models.PositiveIntegerField(
         default=0, help_text="pretrain again when the latest encoder is this many days old (0: never by age)"
     )
-    pretrain_preset = models.CharField(max_length=32, default="cpu-quick")
+    pretrain_preset = models.CharField(
+        max_length=32,
+        default=default_pretrain_preset,
+        help_text="the encoder recipe of the loop's pretrainings (ml.config.PRETRAIN_PRESETS)",
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -257,6 +257,14 @@ def test_the_tick_pretrains_again_when_the_pool_has_grown(pool, django_capture_o
     assert Job.objects.get(pk=actions["pretrain_job"]).params == {"preset": loop.pretrain_preset}
 
 
+def test_the_loops_pretrainings_default_to_the_servers_preset(pool, settings, django_capture_on_commit_callbacks):
+    settings.RGZ_PRETRAIN_PRESET = "cpu-p4m"
+    EncoderVersion.objects.create(name="old", architecture="resnet18", checkpoint_path="x", n_images=10)
+    with django_capture_on_commit_callbacks():
+        actions = learning_tick()  # the pool (70) grew past 10 * 1.25
+    assert Job.objects.get(pk=actions["pretrain_job"]).params == {"preset": "cpu-p4m"}
+
+
 def test_a_disabled_loop_does_nothing(pool) -> None:
     LoopSettings.objects.update_or_create(pk=1, defaults={"enabled": False})
     assert learning_tick() == {"enabled": False}
