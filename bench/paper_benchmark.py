@@ -79,12 +79,12 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("linear", "linear-dihedral", "linear-views", "selftrain", "finetune", "semisup", "supervised", "pca")
 METHOD_LABELS = {
-    "linear": "BYOL features + logistic regression",
-    "linear-dihedral": "BYOL features, mean of 8 rotations/flips, + logistic regression",
-    "linear-views": "BYOL features, 8 rotations/flips as training rows, + logistic regression",
-    "selftrain": "BYOL features, 8-view mean, + self-trained logistic regression",
-    "finetune": "BYOL fine-tuned",
-    "semisup": "BYOL fine-tuned + FixMatch on the unlabelled rest",
+    "linear": "frozen encoder features + logistic regression",
+    "linear-dihedral": "frozen features, mean of 8 rotations/flips, + logistic regression",
+    "linear-views": "frozen features, 8 rotations/flips as training rows, + logistic regression",
+    "selftrain": "frozen features, 8-view mean, + self-trained logistic regression",
+    "finetune": "encoder fine-tuned",
+    "semisup": "encoder fine-tuned + FixMatch on the unlabelled rest",
     "supervised": "supervised ResNet-18 from scratch",
     "pca": "raw-pixel PCA + logistic regression",
 }
@@ -93,6 +93,8 @@ ENCODER_METHODS = frozenset({"linear", "linear-dihedral", "linear-views", "selft
 #: Methods that fit a logistic regression on features (``--probe-c`` applies to them).
 PROBE_METHODS = frozenset({"linear", "linear-dihedral", "linear-views", "selftrain", "pca"})
 FINETUNE_METHODS = frozenset({"finetune", "semisup", "supervised"})
+#: How progress bars name a pretraining method (``PretrainConfig.method``).
+METHOD_NAMES = {"byol": "BYOL", "vicreg": "VICReg"}
 #: The paper's headline: 7.79 % test error with 145 labels (mean of 10 seeds).
 PAPER_POINT = (145, 0.0779)
 RESULTS_FILE = "paper_benchmark.json"
@@ -272,7 +274,7 @@ def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[P
     from ml.train import TrainingProgress, pretrain
 
     config = get_config(args.pretrain_preset, **({} if args.epochs is None else {"epochs": args.epochs}))
-    stem = f"byol-{config.name}"
+    stem = f"{config.method}-{config.name}"
     if args.pretrain_minutes is not None:
         # The epochs depend on this device's speed: any checkpoint of the preset and seed is reused.
         earlier = sorted(args.out.glob(f"{stem}-e*-s{args.pretrain_seed}.pt"), key=lambda p: p.stat().st_mtime)
@@ -297,7 +299,7 @@ def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[P
         )
     info["epochs"] = config.epochs
     path = args.out / f"{stem}-e{config.epochs}-s{args.pretrain_seed}.pt"
-    with tqdm(desc=f"BYOL {config.name}", unit="step", file=sys.stderr, mininterval=5) as bar:
+    with tqdm(desc=f"{METHOD_NAMES[config.method]} {config.name}", unit="step", file=sys.stderr, mininterval=5) as bar:
 
         def progress(state: TrainingProgress) -> None:
             bar.total = state.total_steps

@@ -263,8 +263,11 @@ RGZ_JOB_SEND_GRACE_S = env_int("RGZ_JOB_SEND_GRACE_S", 60, minimum=5)
 # lost jobs, and between Dawid-Skene refits. Shortened only by benchmarks that replay a campaign.
 RGZ_TICK_S = env_int("RGZ_TICK_S", 60, minimum=1)
 RGZ_CONSENSUS_EVERY_S = env_int("RGZ_CONSENSUS_EVERY_S", 600, minimum=1)
-# Training preset used for the background CPU pretraining started by the main command.
-RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-quick")
+# Training preset used for the background CPU pretraining started by the main command (and, by
+# default, the loop's later ones). cpu-vicreg: on validation folds of the MiraBest training set its
+# frozen 8-view probe erred 11.5 % at 145 labels against cpu-quick's (BYOL) 18.0 %, 3 encoders each,
+# docs/benchmarks.md "Issue 12, fourth day".
+RGZ_PRETRAIN_PRESET = env_str("RGZ_PRETRAIN_PRESET", "cpu-vicreg")
 # Processes a pretraining trains in (torchrun, DistributedDataParallel; one per GPU): 1 trains in the
 # worker itself; more split the preset's batch across them and give the same steps.
 RGZ_PRETRAIN_PROCESSES = env_int("RGZ_PRETRAIN_PROCESSES", 1, minimum=1)

@@ -1,4 +1,4 @@
-"""Training encoders: BYOL pretraining on the pool and fine-tuning on consensus labels."""
+"""Training encoders: self-supervised pretraining (BYOL or VICReg) on the pool and fine-tuning on consensus labels."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ def training_reporter(context: JobContext) -> Callable[[Any], None]:
 
 
 def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
-    """Pretrain a BYOL encoder on the whole pool, record it, then queue its embedding.
+    """Pretrain an encoder (BYOL or VICReg, as its preset says) on the whole pool, record it, then
+    queue its embedding.
 
-    ``params``: ``preset`` (``paper``, ``cpu-quick``, ``tiny``), optional ``overrides``
+    ``params``: ``preset`` (``ml.config.PRETRAIN_PRESETS``, default ``RGZ_PRETRAIN_PRESET``), optional ``overrides``
     (config fields, e.g. ``{"epochs": 2}``) and ``seed``. With ``RGZ_PRETRAIN_PROCESSES`` > 1
     the training runs in that many torchrun processes (one per GPU), watched from here.
     """
@@ -74,7 +75,7 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
         seed=int(job.params.get("seed", 0)),
         resume=resume,
     )
-    name = f"byol-{config.name}-job{job.pk}"
+    name = f"{config.method}-{config.name}-job{job.pk}"  # e.g. byol-cpu-quick-job3, vicreg-cpu-vicreg-job7
     path = save_checkpoint(settings.DATA_DIR / "encoders" / f"{name}.pt", result, extra={"job": job.pk})
     encoder_version, embed = record_encoder(
         job, name, path, architecture=config.encoder.arch, config=config_to_dict(config), result=result

@@ -27,7 +27,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--no-pretrain", action="store_true", help="do not queue BYOL pretraining")
+        parser.add_argument("--no-pretrain", action="store_true", help="do not queue the encoder pretraining")
         parser.add_argument(
             "--recover-interrupted",
             action="store_true",
@@ -78,9 +78,9 @@ class Command(BaseCommand):
             last = Job.objects.filter(kind=Job.Kind.PRETRAIN).first()
             if last is None or last.state == Job.State.FAILED:
                 job = create_job(Job.Kind.PRETRAIN, {"preset": settings.RGZ_PRETRAIN_PRESET})
-                self.stdout.write(f"queued BYOL pretraining, preset {settings.RGZ_PRETRAIN_PRESET!r} (job {job.pk})")
+                self.stdout.write(f"queued encoder pretraining, preset {settings.RGZ_PRETRAIN_PRESET!r} (job {job.pk})")
             else:
-                self.stdout.write(f"BYOL pretraining: job {last.pk} is {last.state} ({last.progress:.0%})")
+                self.stdout.write(f"encoder pretraining: job {last.pk} is {last.state} ({last.progress:.0%})")
 
     @staticmethod
     def _active(kind: str) -> bool:
