@@ -295,10 +295,13 @@ PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     # VICReg (issue 12): no target network; an expander of 2048 (the paper's 8192 is for ImageNet).
     # Plain SGD, not the paper's LARS: the loss diverged within 10 steps at base_lr 0.2 and 0.08
     # (4 epochs over 512 MiraBest training images, batch 128) and fell steadily at 0.04; 0.03 keeps a margin.
+    # 12 epochs, as measured (docs/benchmarks.md "Issue 12, fourth day"; 21-23 minutes on one thread
+    # beside other work over the 3,094-image pool).
     "cpu-vicreg": dataclasses.replace(
         _CPU_QUICK,
         name="cpu-vicreg",
         method="vicreg",
+        epochs=12,
         projection_hidden_dim=2048,
         projection_dim=2048,
         base_lr=0.03,
