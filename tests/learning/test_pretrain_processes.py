@@ -35,3 +35,20 @@ def test_a_pretraining_in_two_processes_is_recorded_like_one_in_the_worker(setti
     # Nothing left behind: the resumable state and the processes' folder (pool copy, events, log).
     assert not resume_path(job).exists()
     assert not (settings.DATA_DIR / "ddp" / f"pretrain-job{job.pk}").exists()
+
+
+def test_a_vicreg_pretraining_trains_in_the_worker_and_says_why(settings, make_source) -> None:
+    settings.RGZ_PRETRAIN_PROCESSES = 2
+    settings.RGZ_TORCH_DEVICE = "cpu"
+    for _ in range(16):
+        make_source()
+    overrides = {"max_steps": 2, "method": "vicreg", "projection_hidden_dim": 32, "projection_dim": 32}
+    job = Job.objects.create(kind=Job.Kind.PRETRAIN, params={"preset": "tiny", "overrides": overrides})
+
+    run_job(job.pk)
+
+    job.refresh_from_db()
+    assert job.state == Job.State.SUCCEEDED, job.error + job.traceback
+    assert job.result["device"] == "cpu" and job.result["steps"] == 2  # one process, not "2 x cpu"
+    assert any("vicreg trains in one process" in warning for warning in job.warnings)
+    assert EncoderVersion.objects.get(job=job).name == f"vicreg-tiny-job{job.pk}"
