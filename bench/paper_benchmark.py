@@ -322,30 +322,34 @@ def pretrain_checkpoint(args: argparse.Namespace, device: str | None) -> tuple[P
     return path, info
 
 
-#: (encoder, images, their poses): each array's poses are computed once (the probes share them).
-_POSES: list[tuple[Any, np.ndarray, np.ndarray]] = []
-#: (part, whole, rows): ``part`` is ``whole[rows]`` (a validation fold), so its poses are a slice.
-_PARTS: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+class PoseCache:
+    """The 8 poses' features (``ml.embed.embed_poses``) of each image array a run scores, computed once.
 
+    The probe methods of one run share it, so an encoder embeds an array once, not once per
+    method; a validation fold registered as rows of the whole training set is cut from the
+    whole's poses instead of being embedded again.
+    """
 
-def register_part(part: np.ndarray, whole: np.ndarray, rows: np.ndarray) -> None:
-    """Note that ``part`` holds ``whole[rows]``: its poses are then cut from those of ``whole``."""
-    _PARTS.append((part, whole, rows))
+    def __init__(self) -> None:
+        self._features: list[tuple[Any, np.ndarray, np.ndarray]] = []  # (encoder, images, poses)
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (part, whole, rows)
 
+    def register_part(self, part: np.ndarray, whole: np.ndarray, rows: np.ndarray) -> None:
+        """Note that ``part`` holds ``whole[rows]``: its poses are then cut from those of ``whole``."""
+        self._parts.append((part, whole, rows))
 
-def poses(encoder: Any, images: np.ndarray, device: str | None) -> np.ndarray:
-    """``ml.embed.embed_poses`` of ``images``, computed once per encoder and array (or its whole)."""
-    from ml.embed import embed_poses
+    def __call__(self, encoder: Any, images: np.ndarray, device: str | None) -> np.ndarray:
+        from ml.embed import embed_poses
 
-    for part, whole, rows in _PARTS:
-        if part is images:
-            return poses(encoder, whole, device)[:, rows]
-    for known_encoder, known_images, features in _POSES:
-        if known_encoder is encoder and known_images is images:
-            return features
-    features = embed_poses(encoder, images, device=device)
-    _POSES.append((encoder, images, features))
-    return features
+        for part, whole, rows in self._parts:
+            if part is images:
+                return self(encoder, whole, device)[:, rows]
+        for known_encoder, known_images, features in self._features:
+            if known_encoder is encoder and known_images is images:
+                return features
+        features = embed_poses(encoder, images, device=device)
+        self._features.append((encoder, images, features))
+        return features
 
 
 def method_runner(
@@ -355,8 +359,10 @@ def method_runner(
     finetune_config: Any,
     args: argparse.Namespace,
     device: str | None,
+    poses: PoseCache | None = None,
 ) -> Callable[[np.ndarray, int], np.ndarray]:
-    """The ``fit_predict`` of one method (features are computed once, not per subset)."""
+    """The ``fit_predict`` of one method (features are computed once, not per subset; the probes
+    take them from ``poses``, shared by the methods of a run)."""
     from ml.evaluation import LINEAR_PROBE, linear_probe
 
     probe = dataclasses.replace(LINEAR_PROBE, C=args.probe_c)
@@ -372,6 +378,7 @@ def method_runner(
         from ml.probes import self_training_probe, view_augmented_probe
 
         # Pose 0 is the centre view, and the mean of the 8 poses is ``embed(views="dihedral")``.
+        poses = poses or PoseCache()
         train_poses, test_poses = poses(encoder, split.train_images, device), poses(encoder, split.test_images, device)
         if method == "linear":
             return linear_probe(train_poses[0], split.train_labels, test_poses[0], probe)
@@ -653,6 +660,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # With --split validation, seed s is scored on fold s % K of the training set and every
     # method is fitted on the other folds; the test sources are not used at all.
     parts: dict[int, BenchmarkSplit] = {}
+    poses = PoseCache()
 
     def fold_of(seed: int) -> int | None:
         return seed % args.folds if validation else None
@@ -667,8 +675,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as error:
                 raise SystemExit(f"--folds {args.folds}: {error}") from error
             train_rows, held_out = validation_indices(split.train_labels, fold, args.folds, seed=FOLD_SEED)
-            register_part(parts[fold].train_images, split.train_images, train_rows)
-            register_part(parts[fold].test_images, split.train_images, held_out)
+            poses.register_part(parts[fold].train_images, split.train_images, train_rows)
+            poses.register_part(parts[fold].test_images, split.train_images, held_out)
         return parts[fold]
 
     # Results already in the file are kept, not recomputed: the CPU protocol is run in steps.
@@ -707,7 +715,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fold = fold_of(seed)
             scored = part(fold)
             if (method, fold) not in runners:
-                runners[method, fold] = method_runner(method, scored, encoder, finetune_config, args, device)
+                runners[method, fold] = method_runner(method, scored, encoder, finetune_config, args, device, poses)
             where: dict[str, Any] = {"scored": len(scored.test_labels)}
             if fold is not None:
                 where["fold"] = fold

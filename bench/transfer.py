@@ -67,6 +67,7 @@ from bench import markdown_table
 from bench.paper_benchmark import (
     ENCODER_METHODS,
     METHODS,
+    PoseCache,
     add_method_options,
     check_method_options,
     checkpoint_summary,
@@ -651,13 +652,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     draw = per_class_subset if args.budget_unit == "per-class" else stratified_subset
     runners: dict[str, FitPredict] = {}
+    poses = PoseCache()  # the probe methods share one embedding of the poses
     predicted: list[np.ndarray] = []  # the test predictions of the latest fit
     results: list[SubsetResult] = []
     todo = plan_fits(args.methods, prepared.budgets, args.seeds, set())
     with tqdm(total=len(todo), desc="fits", unit="fit", file=sys.stderr, mininterval=2) as bar:
         for seed, budget, method in todo:
             if method not in runners:
-                runner = method_runner(method, split, encoder, finetune_config, args, device)
+                runner = method_runner(method, split, encoder, finetune_config, args, device, poses)
                 runners[method] = recording(runner, predicted)
             [result] = evaluate_subsets(
                 method, runners[method], split.train_labels, split.test_labels, [budget], [seed], draw=draw

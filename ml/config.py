@@ -166,6 +166,15 @@ class PretrainConfig:
     method: Literal["byol", "vicreg"] = "byol"
 
     @property
+    def data_parallel(self) -> bool:
+        """Whether the batch may be split across processes with the same steps as one process.
+
+        BYOL's loss is a mean over images, so it may; VICReg's variance and covariance terms are
+        statistics of the whole batch, so split batches would train another model.
+        """
+        return self.method == "byol"
+
+    @property
     def lr(self) -> float:
         """Peak learning rate after the linear scaling rule."""
         return self.base_lr * self.batch_size / 256

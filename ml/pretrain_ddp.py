@@ -48,6 +48,7 @@ from ml.train import (
     ResumeSpec,
     StopFn,
     TrainingProgress,
+    check_data_parallel,
     plan_loop,
     pretrain,
 )
@@ -269,14 +270,13 @@ def launch_pretraining(
 
     Raises:
         ValueError: Fewer than one process, a global batch not divisible by ``processes``, or a
-            method other than BYOL.
+            method that is not ``config.data_parallel`` (VICReg).
         TrainingCancelled: ``should_stop()`` turned True (or the processes were told to stop).
         DistributedRunError: The processes failed; the message quotes the error or the log.
     """
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
-    if config.method != "byol":
-        raise ValueError(f"{config.method} pretraining runs in one process only (its loss needs the whole batch)")
+    check_data_parallel(config)
     plan = plan_loop(len(images), config.batch_size, config.epochs, config.max_steps, config.warmup_epochs)
     if plan.batch_size % processes:
         raise ValueError(

@@ -323,12 +323,10 @@ def pretrain(
         TrainingCancelled: ``should_stop()`` returned True (in any process of a data-parallel run).
         TrainingDiverged: The loss became NaN or infinite (e.g. a learning rate too high).
         ValueError: A global batch that does not split evenly across ``replicas``, or a
-            method other than BYOL with ``replicas``.
+            method that is not ``config.data_parallel`` with ``replicas``.
     """
-    if replicas is not None and config.method != "byol":
-        # BYOL's loss is a mean over images, so split batches give the single-process steps;
-        # VICReg's variance and covariance terms are batch statistics, which they would not.
-        raise ValueError(f"{config.method} pretraining runs in one process only (its loss needs the whole batch)")
+    if replicas is not None:
+        check_data_parallel(config)
     device = resolve_device(device) if replicas is None else replicas.device
     store = as_image_tensor(images, device)
     plan = plan_loop(len(store), config.batch_size, config.epochs, config.max_steps, config.warmup_epochs)
@@ -433,6 +431,16 @@ def pretrain(
         device=str(device),
         resumed_from=start_step,
     )
+
+
+def check_data_parallel(config: PretrainConfig) -> None:
+    """Refuse a method whose batch cannot be split across processes (``PretrainConfig.data_parallel``).
+
+    Raises:
+        ValueError: Naming the method and why.
+    """
+    if not config.data_parallel:
+        raise ValueError(f"{config.method} pretraining runs in one process only (its loss needs the whole batch)")
 
 
 def ssl_model(config: PretrainConfig) -> BYOL | VICReg:

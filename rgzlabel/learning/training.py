@@ -58,8 +58,7 @@ def pretrain_job(job: Job, context: JobContext) -> dict[str, Any]:
     resume = ResumeSpec(resume_path(job), every_s=settings.RGZ_RESUME_EVERY_S)
     train: Callable[..., PretrainResult] = pretrain
     processes = settings.RGZ_PRETRAIN_PROCESSES
-    if processes > 1 and config.method != "byol":
-        # VICReg's loss is a statistic of the whole batch: split across processes it would train another model.
+    if processes > 1 and not config.data_parallel:  # VICReg: its loss needs the whole batch
         context.warn(f"{config.method} trains in one process: RGZ_PRETRAIN_PROCESSES={processes} applies to BYOL only")
         processes = 1
     if processes > 1:
